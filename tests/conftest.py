@@ -1,0 +1,27 @@
+"""Shared test helpers: where the project's shared documents are, and sample ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (or $ORCHESTRATOR_SHARED)."""
+    return Path(os.environ.get("ORCHESTRATOR_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture
+def shared() -> Path:
+    """The shared documents; in CI their absence fails the test instead of skipping it."""
+    path = shared_dir()
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"shared documents not found at {path}")
+        pytest.skip(f"shared documents not found at {path}")
+    return path
