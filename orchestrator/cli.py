@@ -38,9 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser(
-        "check", help="validate frames (JSON lines) against the protocol"
-    )
+    check = commands.add_parser("check", help="validate frames (JSON lines) against the protocol")
     check.add_argument("file", type=Path, help="frames, one JSON object per line ('-' = stdin)")
     check.add_argument(
         "--from",

@@ -16,8 +16,8 @@ from .errors import (
     UsageError,
 )
 from .messages import (
-    ClientMessage,
     CancelTask,
+    ClientMessage,
     ControlNet,
     ErrorMessage,
     Image,
@@ -25,8 +25,8 @@ from .messages import (
     Message,
     NewConnection,
     NewConnectionSessionUUID,
-    NewImageUpload,
     NewImages,
+    NewImageUpload,
     NewProgress,
     NewTask,
     NewUploadedImageUUID,

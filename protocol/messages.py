@@ -36,7 +36,6 @@ from pydantic import (
 
 from .errors import LocalProtocolError
 from .tables import (
-    CONTROL_MODES,
     CONTROLNET_PREPROCESSORS,
     DEFAULT_MODEL_ID,
     DEFAULT_STEPS,
@@ -486,7 +485,9 @@ class NewImageUpload(_Request):
     wire_name: ClassVar[str] = "newImageUpload"
     image_base64: NonEmpty = Field(alias="imageBase64", repr=False)
     task_uuid: TaskUUID = Field(alias="taskUUID")
-    task_type: Annotated[TaskType, _task_type(TaskType.IMAGE_UPLOAD)] = Field(TaskType.IMAGE_UPLOAD, alias="taskType")
+    task_type: Annotated[TaskType, _task_type(TaskType.IMAGE_UPLOAD)] = Field(
+        TaskType.IMAGE_UPLOAD, alias="taskType"
+    )
     expected_results: ClassVar[int] = 1
 
 
@@ -611,9 +612,7 @@ class PromptEnhance(_Request):
     prompt_max_length: Annotated[int, Strict(), Field(ge=1, le=380)] = Field(
         380, alias="promptMaxLength"
     )
-    prompt_versions: Annotated[int, Strict(), Field(ge=1, le=5)] = Field(
-        1, alias="promptVersions"
-    )
+    prompt_versions: Annotated[int, Strict(), Field(ge=1, le=5)] = Field(1, alias="promptVersions")
     prompt_language_id: LanguageId | None = Field(None, alias="promptLanguageId")
     task_type: Annotated[TaskType, _task_type(TaskType.PROMPT_ENHANCER)] | None = Field(
         None, alias="taskType"

@@ -438,11 +438,11 @@ class Session:
             resubmit = tuple(t for t in self._pending if t not in held)
         elif not resumed:
             resubmit = tuple(self._pending)  # a new session knows none of our tasks
-        return [Authenticated(reply.connection_session_uuid, self._extensions, resumed, known, resubmit)]
+        return [
+            Authenticated(reply.connection_session_uuid, self._extensions, resumed, known, resubmit)
+        ]
 
-    def _on_images(
-        self, name: str, images: tuple[Image, ...], total: int | None
-    ) -> list[Event]:
+    def _on_images(self, name: str, images: tuple[Image, ...], total: int | None) -> list[Event]:
         events: list[Event] = []
         for image in images:
             pending = self._matching(image.task_uuid, _IMAGES, name, events)

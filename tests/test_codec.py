@@ -39,7 +39,9 @@ def test_every_message_type_has_a_fixture() -> None:
     assert {p.stem for p in SERVER_FIXTURES} == {*_FROM_SERVER, "error"}
 
 
-@pytest.mark.parametrize("path", CLIENT_FIXTURES + SERVER_FIXTURES, ids=lambda p: p.parent.name + "/" + p.stem)
+@pytest.mark.parametrize(
+    "path", CLIENT_FIXTURES + SERVER_FIXTURES, ids=lambda p: p.parent.name + "/" + p.stem
+)
 def test_fixture_round_trips(path: Path) -> None:
     raw = path.read_bytes()
     directional = decode_from_client if path.parent.name == "client" else decode_from_server
@@ -104,8 +106,14 @@ def test_seed_request_example_filled_with_values_validates() -> None:
                 {"modelId": "civitai:58390@62833", "weight": 0.3},
             ],
             "controlNet": [
-                {"preprocessor": p, "weight": 0.5, "startStep": 0, "endStep": 20,
-                 "guideImageUUID": guide, "controlMode": m}
+                {
+                    "preprocessor": p,
+                    "weight": 0.5,
+                    "startStep": 0,
+                    "endStep": 20,
+                    "guideImageUUID": guide,
+                    "controlMode": m,
+                }
                 for p, m in (("canny", "balanced"), ("openpose", "prompt"), ("mlsd", "controlnet"))
             ],
         }
@@ -120,7 +128,11 @@ def test_legacy_sdk_frames_decode(shared: Path) -> None:
     lines = (shared / "fixtures" / "legacy-sdk-client-frames.jsonl").read_bytes().splitlines()
     messages = [decode_from_client(line) for line in lines if line.strip()]
     assert [m.wire_name for m in messages] == [
-        "newConnection", "ping", "newTask", "newPromptEnhance", "newImageUpload",
+        "newConnection",
+        "ping",
+        "newTask",
+        "newPromptEnhance",
+        "newImageUpload",
     ]
     task = messages[2]
     assert isinstance(task, NewTask)
@@ -164,14 +176,24 @@ def test_large_seed_in_an_image_round_trips() -> None:
         (b'{"newTask": []}', "newTask must be a JSON object, not an array"),
         (b'{"ping": false}', "ping must be true"),
         (b'{"newTask": {"taskUUID": "nope", "promptText": "x"}}', "taskUUID"),
-        (b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": 922337203470729216001}}'
-         % TASK.encode(), "seed = 922337203470729216001: must be at most"),
-        (b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": %s}}'
-         % (TASK.encode(), b"9" * 400), "seed"),
-        (b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": 1.5}}' % TASK.encode(),
-         "seed = 1.5: must be an integer"),
-        (b'{"newTask": {"taskUUID": "%s", "promptText": "x", "gScale": NaN}}' % TASK.encode(),
-         "not valid JSON"),
+        (
+            b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": 922337203470729216001}}'
+            % TASK.encode(),
+            "seed = 922337203470729216001: must be at most",
+        ),
+        (
+            b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": %s}}'
+            % (TASK.encode(), b"9" * 400),
+            "seed",
+        ),
+        (
+            b'{"newTask": {"taskUUID": "%s", "promptText": "x", "seed": 1.5}}' % TASK.encode(),
+            "seed = 1.5: must be an integer",
+        ),
+        (
+            b'{"newTask": {"taskUUID": "%s", "promptText": "x", "gScale": NaN}}' % TASK.encode(),
+            "not valid JSON",
+        ),
         (b'{"error": true}', "errorId"),
     ],
 )
@@ -194,27 +216,54 @@ def test_direction_specific_decoders_refuse_the_other_direction() -> None:
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ({"newUpscaleGan": {"imageUUID": TASK, "taskUUID": TASK, "upscaleFactor": 2}},
-         UpscaleGanRequest),
+        (
+            {"newUpscaleGan": {"imageUUID": TASK, "taskUUID": TASK, "upscaleFactor": 2}},
+            UpscaleGanRequest,
+        ),
         ({"newUpscaleGan": {"images": []}}, UpscaleGanResult),
         ({"newRemoveBackground": {"imageUUID": TASK, "taskUUID": TASK}}, RemoveBackgroundRequest),
         ({"newRemoveBackground": {"images": []}}, RemoveBackgroundResult),
-        ({"newPreProcessControlNet": {"taskUUID": TASK, "preProcessorType": "canny",
-                                      "guideImageUUID": TASK}}, PreProcessControlNetRequest),
-        ({"newPreProcessControlNet": {"taskUUID": TASK, "newImageUUID": TASK,
-                                      "newImageSrc": "http://h/i.png"}},
-         PreProcessControlNetResult),
+        (
+            {
+                "newPreProcessControlNet": {
+                    "taskUUID": TASK,
+                    "preProcessorType": "canny",
+                    "guideImageUUID": TASK,
+                }
+            },
+            PreProcessControlNetRequest,
+        ),
+        (
+            {
+                "newPreProcessControlNet": {
+                    "taskUUID": TASK,
+                    "newImageUUID": TASK,
+                    "newImageSrc": "http://h/i.png",
+                }
+            },
+            PreProcessControlNetResult,
+        ),
     ],
 )
-def test_decode_tells_shared_names_apart_by_their_fields(body: dict[str, object], expected: type) -> None:
+def test_decode_tells_shared_names_apart_by_their_fields(
+    body: dict[str, object], expected: type
+) -> None:
     assert type(decode(json.dumps(body))) is expected
 
 
 def test_responses_keep_unknown_keys() -> None:
     frame = {
         "newImages": {
-            "images": [{"imageSrc": "http://h/a.jpg", "imageUUID": TASK, "taskUUID": TASK,
-                        "bNSFWContent": False, "cost": 0.1, "futureField": {"a": 1}}],
+            "images": [
+                {
+                    "imageSrc": "http://h/a.jpg",
+                    "imageUUID": TASK,
+                    "taskUUID": TASK,
+                    "bNSFWContent": False,
+                    "cost": 0.1,
+                    "futureField": {"a": 1},
+                }
+            ],
             "futureTotal": 3,
         }
     }
@@ -227,7 +276,9 @@ def test_responses_keep_unknown_keys() -> None:
 
 def test_requests_reject_unknown_keys_naming_them() -> None:
     with pytest.raises(RemoteProtocolError) as info:
-        decode_from_client(json.dumps({"newTask": {"taskUUID": TASK, "promptText": "x", "gscale": 3}}))
+        decode_from_client(
+            json.dumps({"newTask": {"taskUUID": TASK, "promptText": "x", "gscale": 3}})
+        )
     (error,) = info.value.errors
     assert error.field == "gscale"
     assert error.rule == "is not a field of this message"
@@ -239,7 +290,11 @@ def test_error_frame_keeps_unknown_ids_and_is_flat() -> None:
     assert message.error_id == 77777 and message.task_uuid is None
     assert json.loads(encode(message)) == {"error": True, "errorId": 77777, "errorMessage": "new"}
     built = ErrorMessage(error_id=19, error_message="invalid API key")
-    assert json.loads(encode(built)) == {"error": True, "errorId": 19, "errorMessage": "invalid API key"}
+    assert json.loads(encode(built)) == {
+        "error": True,
+        "errorId": 19,
+        "errorMessage": "invalid API key",
+    }
 
 
 def test_encode_writes_only_fields_that_were_set() -> None:

@@ -48,8 +48,14 @@ def reply(session: str = SESSION, **extra: Any) -> bytes:
 
 def image(task: str, image_uuid: str | None = None, **extra: Any) -> dict[str, Any]:
     image_uuid = image_uuid or tid()
-    return {"imageSrc": f"http://h/{image_uuid}.jpg", "imageUUID": image_uuid,
-            "bNSFWContent": False, "taskUUID": task, "cost": 0.5, **extra}
+    return {
+        "imageSrc": f"http://h/{image_uuid}.jpg",
+        "imageUUID": image_uuid,
+        "bNSFWContent": False,
+        "taskUUID": task,
+        "cost": 0.5,
+        **extra,
+    }
 
 
 def images(*items: dict[str, Any]) -> bytes:
@@ -254,8 +260,13 @@ def test_malformed_frames_are_rejected_and_the_session_goes_on() -> None:
 def test_result_of_the_wrong_kind_is_rejected() -> None:
     session = open_session()
     task = text_to_image(session)
-    upload_reply = {"newUploadedImageUUID": {"newImageUUID": tid(), "newImageSrc": "http://h/x.png",
-                                             "taskUUID": task}}
+    upload_reply = {
+        "newUploadedImageUUID": {
+            "newImageUUID": tid(),
+            "newImageSrc": "http://h/x.png",
+            "taskUUID": task,
+        }
+    }
     (event,) = session.receive(frame(upload_reply))
     assert isinstance(event, FrameRejected) and "expects images" in str(event.error)
     assert session.is_pending(task)
@@ -278,15 +289,36 @@ def test_upload_and_preprocess_complete_on_their_replies() -> None:
     session = open_session()
     upload, guide = tid(), tid()
     session.send_task(NewImageUpload(task_uuid=upload, image_base64="aGVsbG8="))
-    session.send_task(PreProcessControlNetRequest(
-        task_uuid=guide, pre_processor_type="canny", guide_image_uuid=tid()))
+    session.send_task(
+        PreProcessControlNetRequest(
+            task_uuid=guide, pre_processor_type="canny", guide_image_uuid=tid()
+        )
+    )
     new_image = tid()
-    (done,) = session.receive(frame({"newUploadedImageUUID": {
-        "newImageUUID": new_image, "newImageSrc": "http://h/i.png", "taskUUID": upload}}))
+    (done,) = session.receive(
+        frame(
+            {
+                "newUploadedImageUUID": {
+                    "newImageUUID": new_image,
+                    "newImageSrc": "http://h/i.png",
+                    "taskUUID": upload,
+                }
+            }
+        )
+    )
     assert isinstance(done, TaskCompleted) and done.reply is not None
     assert done.reply.new_image_uuid == new_image
-    (done,) = session.receive(frame({"newPreProcessControlNet": {
-        "taskUUID": guide, "newImageUUID": tid(), "newImageSrc": "http://h/g.png"}}))
+    (done,) = session.receive(
+        frame(
+            {
+                "newPreProcessControlNet": {
+                    "taskUUID": guide,
+                    "newImageUUID": tid(),
+                    "newImageSrc": "http://h/g.png",
+                }
+            }
+        )
+    )
     assert isinstance(done, TaskCompleted) and done.task_uuid == guide
 
 
@@ -345,7 +377,9 @@ def test_resume_with_known_task_uuids_lists_exactly_the_unfinished_tasks() -> No
     assert auth.known_task_uuids == (held,)
     assert auth.resubmit == (partial, lost)
     assert [json.loads(session.resend_task(t))["newTask"]["taskUUID"] for t in auth.resubmit] == [
-        partial, lost]
+        partial,
+        lost,
+    ]
     # The server generates the resubmitted task again: the image we had is not delivered twice.
     events = session.receive(images(kept, image(partial)))
     assert len(of(events, ImageReceived)) == 1

@@ -1,0 +1,80 @@
+"""The command line, the README's promises and the examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from orchestrator.cli import main
+from protocol.tables import ERRORS
+
+
+def test_check_reports_each_line_and_fails_on_a_bad_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(
+        '{"ping": true}\n'
+        "\n"
+        '{"newTask": {"taskUUID": "2b12fd84-bf41-404d-8fd9-38874d3e0537", '
+        '"promptText": "x", "gScale": 12}}\n'
+    )
+    assert main(["check", str(frames), "--from", "client"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "line 1: ok ping"
+    assert out[1] == "line 3: invalid newTask"
+    assert out[2].strip() == "gScale (g_scale) = 12: must be at most 10"
+
+
+def test_check_passes_the_legacy_frames(shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frames = shared / "fixtures" / "legacy-sdk-client-frames.jsonl"
+    assert main(["check", str(frames), "--from", "client"]) == 0
+    assert capsys.readouterr().out.count(": ok ") == 5
+
+
+def test_server_frames_are_refused_when_checked_as_client_frames(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text('{"pong": true}\n')
+    assert main(["check", str(frames), "--from", "client"]) == 1
+    assert main(["check", str(frames), "--from", "server"]) == 0
+
+
+def test_console_script_entry_point_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("orchestrator ")
+
+
+def test_readme_error_table_matches_the_tables() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- error-table -->")[1].split("<!-- /error-table -->")[0]
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (.+?) \| (yes|no) \|$", block, re.M)
+    expected = [
+        (str(int(i)), e.code, e.description, "yes" if e.retryable else "no")
+        for i, e in ERRORS.items()
+    ]
+    assert rows == expected
+
+
+def test_offline_example_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "session_offline.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "task done: 2 images" in result.stdout
+    assert "seed=42" in result.stdout and "seed=43" in result.stdout
