@@ -157,13 +157,20 @@ def _http_url(value: str) -> str:
     return value
 
 
-def _one_of(table: Any, what: str) -> AfterValidator:
+def _one_of(table: Any, rule: str) -> AfterValidator:
     def check(value: int) -> int:
         if value not in table:
-            raise ValueError(f"must be a known {what} id")
+            raise ValueError(rule)
         return value
 
     return AfterValidator(check)
+
+
+def _ids(table: Any) -> str:
+    return ", ".join(map(str, table))
+
+
+_UNKNOWN_PREPROCESSOR: Final = "must be a known ControlNet preprocessor (canny, depth_midas, ...)"
 
 
 def _is_true(value: object) -> bool:
@@ -182,7 +189,12 @@ Seed = Annotated[int, Strict(), Field(ge=SEED_MIN, le=SEED_MAX)]
 Weight = Annotated[float, Strict(), Field(ge=0, le=1)]
 NonEmpty = Annotated[str, Strict(), Field(min_length=1)]
 HttpUrl = Annotated[str, Strict(), AfterValidator(_http_url)]
-LanguageId = Annotated[int, Strict(), _one_of(LANGUAGES, "promptLanguageId (1-298, no 193)")]
+LanguageId = Annotated[int, Strict(), _one_of(LANGUAGES, "must be a language id (1-298, not 193)")]
+SizeId = Annotated[int, Strict(), _one_of(SIZES, f"must be a known sizeId ({_ids(SIZES)})")]
+SchedulerId = Annotated[int, Strict(), _one_of(SCHEDULERS, "must be a known schedulerId (1-26)")]
+StyleId = Annotated[int, Strict(), _one_of(STYLES, "must be a known styleId (1-12)")]
+_SD15: Final = CONTROLNET_PREPROCESSORS[ModelFamily.SD15]
+Preprocessor = Annotated[str, Strict(), _one_of(_SD15, _UNKNOWN_PREPROCESSOR)]
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 TrueFlag = Annotated[bool, PlainValidator(_is_true)]
 
@@ -274,9 +286,7 @@ class Lora(_Request):
 class ControlNet(_Request):
     """One ControlNet guide for a generation task."""
 
-    preprocessor: Annotated[
-        str, Strict(), _one_of(CONTROLNET_PREPROCESSORS[ModelFamily.SD15], "preprocessor")
-    ]
+    preprocessor: Preprocessor
     weight: Weight
     start_step: Annotated[int, Strict(), Field(ge=0)] | None = Field(None, alias="startStep")
     end_step: Annotated[int, Strict(), Field(ge=0)] | None = Field(None, alias="endStep")
@@ -332,7 +342,7 @@ class NewTask(_Request):
     prompt_text: NonEmpty = Field(alias="promptText")
     number_results: PositiveInt = Field(1, alias="numberResults")
     model_id: ModelId = Field(DEFAULT_MODEL_ID, alias="modelId")
-    size_id: Annotated[int, Strict(), _one_of(SIZES, "sizeId")] = Field(1, alias="sizeId")
+    size_id: SizeId = Field(1, alias="sizeId")
     task_type: Annotated[
         TaskType,
         _task_type(
@@ -345,12 +355,8 @@ class NewTask(_Request):
         7.5, alias="gScale"
     )
     seed: Seed | None = None
-    scheduler_id: Annotated[int, Strict(), _one_of(SCHEDULERS, "schedulerId")] | None = Field(
-        None, alias="schedulerId"
-    )
-    style_id: Annotated[int, Strict(), _one_of(STYLES, "styleId")] | None = Field(
-        None, alias="styleId"
-    )
+    scheduler_id: SchedulerId | None = Field(None, alias="schedulerId")
+    style_id: StyleId | None = Field(None, alias="styleId")
     clip_skip: Annotated[int, Strict(), Field(ge=0, le=2)] | None = Field(None, alias="clipSkip")
     prompt_language_id: LanguageId | None = Field(None, alias="promptLanguageId")
     use_cache: bool | None = Field(None, alias="useCache")
@@ -500,17 +506,12 @@ class NewUploadedImageUUID(_Response):
     task_uuid: str = Field(alias="taskUUID")
 
 
-_SD15 = CONTROLNET_PREPROCESSORS[ModelFamily.SD15]
-
-
 class PreProcessControlNetRequest(_Request):
     """``newPreProcessControlNet`` request (taskType 11): make a guide image from an image."""
 
     wire_name: ClassVar[str] = "newPreProcessControlNet"
     task_uuid: TaskUUID = Field(alias="taskUUID")
-    pre_processor_type: Annotated[str, Strict(), _one_of(_SD15, "preprocessor")] = Field(
-        alias="preProcessorType"
-    )
+    pre_processor_type: Preprocessor = Field(alias="preProcessorType")
     guide_image_uuid: ImageUUID | None = Field(None, alias="guideImageUUID")
     guide_image_url: HttpUrl | None = Field(None, alias="guideImageUrl")
     width: Annotated[int, Strict(), Field(ge=64, le=2048)] | None = None

@@ -319,6 +319,14 @@ class Session:
         """Whether a task is pending (sent, and neither finished nor cancelled)."""
         return task_uuid in self._pending
 
+    def remaining(self, task_uuid: str) -> int:
+        """How many more results a pending task needs (0 if it is not pending)."""
+        pending = self._pending.get(task_uuid)
+        if pending is None:
+            return 0
+        received = len(pending.images) + len(pending.texts)
+        return pending.expected - received
+
     def outstanding(self) -> list[str]:
         """Pending tasks whose results have not all arrived, in the order they were sent."""
         return list(self._pending)

@@ -160,12 +160,14 @@ def test_one_task_split_over_several_frames() -> None:
     session = open_session()
     task = text_to_image(session, n=4)
     sent = [image(task) for _ in range(4)]
+    assert session.remaining(task) == 4
     first = session.receive(images(sent[0]))
     second = session.receive(images(sent[1], sent[2]))
     assert not of(first + second, TaskCompleted)
-    assert session.is_pending(task)
+    assert session.is_pending(task) and session.remaining(task) == 1
     last = session.receive(images(sent[3]))
     (done,) = of(last, TaskCompleted)
+    assert session.remaining(task) == 0
     assert [i.image_uuid for i in done.images] == [s["imageUUID"] for s in sent]
     assert done.cost == pytest.approx(2.0)
 
