@@ -381,23 +381,26 @@ class NewTask(_Request):
         return self
 
     def _check_images(self) -> None:
-        kind = f"taskType {int(self.task_type)} ({TASK_TYPE_NAMES[self.task_type]})"
         needs_init = self.task_type in _NEEDS_INIT_IMAGE
-        if needs_init and self.image_initiator_uuid is None:
-            raise RuleError("imageInitiatorUUID", None, f"is required for {kind}")
-        if not needs_init and self.image_initiator_uuid is not None:
-            raise RuleError(
-                "imageInitiatorUUID", self.image_initiator_uuid, f"is not used by {kind}"
-            )
-        is_inpainting = self.task_type is TaskType.INPAINTING
-        if is_inpainting and self.image_mask_initiator_uuid is None:
-            raise RuleError("imageMaskInitiatorUUID", None, f"is required for {kind}")
-        if not is_inpainting and self.image_mask_initiator_uuid is not None:
-            raise RuleError(
-                "imageMaskInitiatorUUID", self.image_mask_initiator_uuid, f"is not used by {kind}"
-            )
+        image_fields = (
+            ("imageInitiatorUUID", self.image_initiator_uuid, needs_init),
+            (
+                "imageMaskInitiatorUUID",
+                self.image_mask_initiator_uuid,
+                self.task_type is TaskType.INPAINTING,
+            ),
+        )
+        for wire_name, value, used in image_fields:
+            if used and value is None:
+                raise RuleError(wire_name, None, f"is required for {self._kind()}")
+            if not used and value is not None:
+                raise RuleError(wire_name, value, f"is not used by {self._kind()}")
         if not needs_init and self.strength is not None:
-            raise RuleError("strength", self.strength, f"is not used by {kind}")
+            raise RuleError("strength", self.strength, f"is not used by {self._kind()}")
+
+    def _kind(self) -> str:
+        # Only built when a rule is broken: valid tasks are the hot path.
+        return f"taskType {int(self.task_type)} ({TASK_TYPE_NAMES[self.task_type]})"
 
     def _check_control_net(self) -> None:
         if self.task_type in _NEEDS_CONTROLNET and not self.control_net:
