@@ -95,13 +95,16 @@ def test_control_modes(seed: str) -> None:
     assert tuple(x.strip() for x in line[1].split(",")) == tables.CONTROL_MODES
 
 
-def test_schedulers(seed: str) -> None:
-    found = {
+def quoted_table(seed: str, start: str, end: str) -> dict[int, str]:
+    """The seed's ``N => "Name"`` lines between two headings."""
+    return {
         int(i): name
-        for i, name in re.findall(
-            r'^(\d+) => "(.+?)"', section(seed, "Scheduler IDs", "Style ID"), re.M
-        )
+        for i, name in re.findall(r'^(\d+) => "(.+?)"', section(seed, start, end), re.M)
     }
+
+
+def test_schedulers(seed: str) -> None:
+    found = quoted_table(seed, "Scheduler IDs", "Style ID")
     assert list(found) == list(range(1, 27))
     assert dict(tables.SCHEDULERS) == found
     for scheduler_id, name in found.items():
@@ -110,12 +113,7 @@ def test_schedulers(seed: str) -> None:
 
 
 def test_styles(seed: str) -> None:
-    found = {
-        int(i): name
-        for i, name in re.findall(
-            r'^(\d+) => "(.+?)"', section(seed, "Style ID", "Results format"), re.M
-        )
-    }
+    found = quoted_table(seed, "Style ID", "Results format")
     assert list(found) == list(range(1, 13))
     assert dict(tables.STYLES) == found
     for style_id, name in found.items():
