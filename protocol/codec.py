@@ -56,7 +56,13 @@ from .messages import (
 )
 from .validation import field_errors
 
-__all__ = ["decode", "decode_from_client", "decode_from_server", "encode"]
+__all__ = [
+    "CLIENT_MESSAGE_NAMES",
+    "decode",
+    "decode_from_client",
+    "decode_from_server",
+    "encode",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,6 +96,8 @@ _FROM_SERVER: Final[Mapping[str, type[ServerMessage]]] = {
         PromptEnhancer,
     )
 }
+#: Top-level keys of frames clients send (what a server accepts).
+CLIENT_MESSAGE_NAMES: Final = frozenset(_FROM_CLIENT)
 # Bodies of the two flag messages are ``true``, not objects.
 _FLAGS: Final = frozenset({Ping.wire_name, Pong.wire_name})
 

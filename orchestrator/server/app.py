@@ -1,0 +1,785 @@
+"""The reference server: WebSocket sessions, the scheduler, workers, hosting and push.
+
+One asyncio loop reads every connection, decides synchronously what each frame means (see
+:mod:`.state`), and queues work; ``workers`` coroutines take tasks from the fair queue and
+run the backend, in worker threads when it is ``blocking``, so pongs and other connections
+are answered while images render. Each connection has a writer coroutine draining its
+outbox, so a slow reader delays only itself. Images are served over HTTP on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import logging
+import re
+import secrets
+import time
+import uuid as uuid_module
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.to_thread
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from protocol import (
+    CancelTask,
+    NewConnection,
+    NewConnectionSessionUUID,
+    NewImageUpload,
+    NewProgress,
+    NewTask,
+    Ping,
+    Pong,
+    PreProcessControlNetRequest,
+    PromptEnhance,
+    RemoteProtocolError,
+    TaskRequest,
+    decode_from_client,
+    encode,
+)
+from protocol.codec import CLIENT_MESSAGE_NAMES
+from protocol.session import KNOWN_EXTENSIONS
+from protocol.tables import ErrorId
+
+from .backends import (
+    BACKENDS,
+    Backend,
+    ImageOutput,
+    Job,
+    JobCancelled,
+    JobError,
+    Output,
+    SourceImage,
+)
+from .config import ServerConfig
+from .push import Pusher, PushError, expand_url
+from .state import (
+    FairQueue,
+    ImageResult,
+    KeyRing,
+    ReplyResult,
+    Result,
+    ServerSession,
+    TaskRecord,
+    TaskState,
+    TextResult,
+    error_message,
+    result_message,
+)
+from .store import ImageStore, ResultCache, StoredImage, image_uuid_for
+
+__all__ = ["ReferenceServer", "serve_embedded"]
+
+log = logging.getLogger("orchestrator.server")
+
+_IMAGE_PATH: Final = re.compile(r"/images/([0-9a-fA-F-]{36})\.(jpg|png)")
+_GENERATION_COST_STEPS: Final = 1  # upscale and background removal price as one step
+
+
+class _Connection:
+    """One socket: its session once authenticated, and an outbox its writer drains."""
+
+    def __init__(self, ws: ServerConnection) -> None:
+        self.ws = ws
+        self.session: ServerSession | None = None
+        self._outbox: deque[tuple[str | None, bytes]] = deque()
+        self._wake = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self.dead = False
+        self.on_lost: Callable[[str], None] = lambda task_uuid: None
+
+    def send(self, frame: bytes, task_uuid: str | None = None) -> None:
+        """Queue a frame; ``task_uuid`` names the task whose results it carries."""
+        if self.dead:
+            if task_uuid is not None:
+                self.on_lost(task_uuid)
+            return
+        self._outbox.append((task_uuid, frame))
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        """Close once the frames queued so far are written."""
+        if self._close is None:
+            self._close = (code, reason)
+        self._wake.set()
+
+    async def write(self) -> None:
+        """Drain the outbox until closed; frames that cannot be written are reported lost."""
+        try:
+            while True:
+                if not self._outbox:
+                    if self._close is not None:
+                        await self.ws.close(*self._close)
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self.ws.send(self._outbox[0][1], text=True)
+                self._outbox.popleft()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.dead = True
+            for task_uuid, _ in self._outbox:
+                if task_uuid is not None:
+                    self.on_lost(task_uuid)
+            self._outbox.clear()
+
+
+class _InlineContext:
+    """Job context for backends that run on the loop: outputs are collected, then published."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+
+    def emit(self, output: Output) -> None:
+        self.outputs.append(output)
+
+    def progress(self, step: int, steps: int) -> None:
+        pass
+
+
+class _ThreadContext:
+    """Job context for worker threads: each call runs on the loop and waits for it."""
+
+    def __init__(self, server: ReferenceServer, record: TaskRecord) -> None:
+        self._server = server
+        self._record = record
+        self._progress = "progress" in record.session.extensions
+
+    def emit(self, output: Output) -> None:
+        anyio.from_thread.run(self._server._publish, self._record, output)
+
+    def progress(self, step: int, steps: int) -> None:
+        if self._record.is_finished:
+            raise JobCancelled(self._record.uuid)
+        if self._progress:
+            anyio.from_thread.run_sync(self._server._send_progress, self._record, step, steps)
+
+
+class ReferenceServer:
+    """The protocol's server side. Use as an async context manager (or :func:`serve_embedded`).
+
+    Args:
+        config: settings; an empty ``api_keys`` gets one generated key (:attr:`api_key`).
+        backend: overrides ``config.backend`` (tests plug their own).
+        clock: monotonic seconds, injectable for retention tests.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig | None = None,
+        *,
+        backend: Backend | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config = config or ServerConfig()
+        keys = list(config.api_keys) or [secrets.token_urlsafe(24)]
+        self.api_key = keys[0]
+        self._keys = KeyRing(keys)
+        self._backend: Backend = backend or BACKENDS[config.backend]()
+        self._clock = clock
+        self._store = ImageStore(config.image_ttl, config.max_store_bytes, clock)
+        self._cache = ResultCache(self._store)
+        self._sessions: dict[str, ServerSession] = {}
+        self._tasks: dict[str, dict[str, TaskRecord]] = {}
+        self._queue = FairQueue()
+        self._active_total = 0
+        self._running: set[TaskRecord] = set()
+        self._idle = asyncio.Event()  # set whenever no task is running
+        self._idle.set()
+        self._connections: set[_Connection] = set()
+        self._limiter = anyio.CapacityLimiter(max(1, config.workers))
+        self._pusher = Pusher(
+            allow_private=config.allow_private_uploads, retries=config.upload_retries
+        )
+        self._closing = False
+        self._ws_server: Server | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self.host, self.port = config.host, config.port
+
+    # -- lifecycle --
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT`` of the running server."""
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def public_url(self) -> str:
+        """Base of image URLs."""
+        return (self.config.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    async def __aenter__(self) -> ReferenceServer:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            self._ws_server = await serve(
+                self._handle,
+                self.config.host,
+                self.config.port,
+                process_request=self._http,
+                max_size=self.config.limits.max_frame_bytes,
+                compression="deflate" if self.config.compression else None,
+                max_queue=64,
+            )
+            self.port = self._ws_server.sockets[0].getsockname()[1]
+            for _ in range(max(1, self.config.workers)):
+                self._tg.start_soon(self._worker)
+            self._tg.start_soon(self._sweeper)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self, grace: float | None = None) -> None:
+        """Stop: refuse new work, fail queued tasks, give running ones ``grace`` seconds
+        (``config.shutdown_grace`` by default), fail the rest, then close every socket once
+        its error frames are written. No client is left waiting."""
+        if self._closing or self._tg is None:
+            return
+        self._closing = True
+        assert self._ws_server is not None
+        self._ws_server.close(close_connections=False)
+        for record in self._queue.drain():
+            self._fail(record, ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping")
+        with anyio.move_on_after(self.config.shutdown_grace if grace is None else grace):
+            if self._running:
+                await self._idle.wait()
+        for record in list(self._running):
+            self._fail(record, ErrorId.SERVER_SHUTTING_DOWN, "the server stopped before the task")
+        for conn in list(self._connections):
+            conn.close(1001, "server shutting down")
+        with anyio.move_on_after(5):
+            await self._ws_server.wait_closed()
+        self._ws_server.close()
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        await self._pusher.aclose()
+
+    # -- connections --
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = _Connection(ws)
+        self._connections.add(conn)
+        writer = asyncio.ensure_future(conn.write())
+        try:
+            async for frame in ws:
+                await self._on_frame(conn, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._detach(conn)
+            conn.close(1000, "")
+            await writer
+            self._connections.discard(conn)
+
+    def _detach(self, conn: _Connection) -> None:
+        session, conn.session = conn.session, None
+        if session is not None and session.connection is conn:
+            session.connection = None
+            session.detached_at = self._clock()
+
+    async def _on_frame(self, conn: _Connection, frame: str | bytes) -> None:
+        try:
+            message = decode_from_client(frame)
+        except RemoteProtocolError as exc:
+            self._reject_frame(conn, frame, exc)
+            return
+        session = conn.session
+        if isinstance(message, Ping):
+            conn.send(encode(Pong()))
+        elif isinstance(message, NewConnection):
+            self._authenticate(conn, message)
+        elif session is None:
+            task_uuid = getattr(message, "task_uuid", None)
+            text = "send newConnection with an API key first"
+            self._send_error(conn, ErrorId.NOT_AUTHENTICATED, text, task_uuid)
+        elif isinstance(message, CancelTask):
+            self._cancel(session, message.task_uuid)
+        else:
+            await self._accept(conn, session, message)
+
+    def _send_error(
+        self, conn: _Connection, error_id: int, text: str, task_uuid: str | None = None
+    ) -> None:
+        extensions = conn.session.extensions if conn.session is not None else frozenset()
+        conn.send(encode(error_message(error_id, text, task_uuid, extensions)))
+
+    def _reject_frame(
+        self, conn: _Connection, frame: str | bytes, exc: RemoteProtocolError
+    ) -> None:
+        # Work out, on this slow path only, what the frame was meant to be.
+        try:
+            obj = json.loads(frame)
+        except (ValueError, RecursionError):
+            obj = None
+        if not isinstance(obj, dict) or len(obj) != 1:
+            self._send_error(conn, ErrorId.MALFORMED_FRAME, str(exc))
+            return
+        name, body = next(iter(obj.items()))
+        raw_uuid = body.get("taskUUID") if isinstance(body, dict) else None
+        task_uuid = raw_uuid if isinstance(raw_uuid, str) and len(raw_uuid) <= 64 else None
+        fields = {e.field for e in exc.errors}
+        if name not in CLIENT_MESSAGE_NAMES:
+            self._send_error(conn, ErrorId.UNKNOWN_MESSAGE, str(exc), task_uuid)
+        elif name == NewConnection.wire_name and (conn.session is None or "apiKey" in fields):
+            self._refuse(conn, ErrorId.INVALID_API_KEY, f"invalid newConnection: {exc}")
+        elif "taskType" in fields:
+            self._send_error(conn, ErrorId.UNKNOWN_TASK_TYPE, str(exc), task_uuid)
+        else:
+            self._send_error(conn, ErrorId.VALIDATION_ERROR, str(exc), task_uuid)
+
+    def _refuse(self, conn: _Connection, error_id: int, text: str) -> None:
+        self._send_error(conn, error_id, text)
+        conn.close(1008, text[:120])
+
+    # -- sessions --
+
+    def _authenticate(self, conn: _Connection, message: NewConnection) -> None:
+        key_id = self._keys.identify(message.api_key)
+        if key_id is None:
+            self._refuse(conn, ErrorId.INVALID_API_KEY, "invalid API key")
+            return
+        if conn.session is not None:
+            text = "newConnection: this connection is already authenticated"
+            self._send_error(conn, ErrorId.VALIDATION_ERROR, text)
+            return
+        wanted = message.extensions
+        extensions = frozenset(wanted or ()) & KNOWN_EXTENSIONS
+        resume = message.connection_session_uuid
+        session = self._sessions.get(resume.lower()) if resume else None
+        if session is not None and session.key_id != key_id:
+            self._refuse(conn, ErrorId.SESSION_REFUSED, "the session belongs to another API key")
+            return
+        if session is None:
+            session = ServerSession(str(uuid_module.uuid4()), key_id)
+            self._sessions[session.uuid] = session
+            known = None
+        else:
+            previous = session.connection
+            if previous is not None:  # resumed elsewhere: the old socket loses the session
+                self._detach(previous)
+                previous.close(1000, "session resumed on another connection")
+            known = sorted(session.held())
+        session.extensions = extensions
+        session.connection, session.detached_at, conn.session = conn, None, session
+        conn.on_lost = session.undelivered.add
+        fields: dict[str, Any] = {"connection_session_uuid": session.uuid}
+        if wanted is not None:
+            fields["extensions"] = tuple(sorted(extensions))
+        if known is not None and "resume" in extensions:
+            fields["known_task_uuids"] = tuple(known)
+        conn.send(encode(NewConnectionSessionUUID(**fields)))
+        if known is not None:
+            self._replay_session(session, known)
+
+    def _replay_session(self, session: ServerSession, task_uuids: list[str]) -> None:
+        session.undelivered.clear()
+        tasks = self._tasks.get(session.key_id, {})
+        for task_uuid in task_uuids:
+            record = tasks.get(task_uuid)
+            if record is not None and record.session is session:
+                self._replay(record)
+
+    def _replay(self, record: TaskRecord) -> None:
+        if record.results:
+            self._deliver(record, record.results)
+        if record.error is not None:
+            self._deliver_error(record)
+
+    # -- accepting tasks --
+
+    async def _accept(self, conn: _Connection, session: ServerSession, task: TaskRequest) -> None:
+        tasks = self._tasks.setdefault(session.key_id, {})
+        record = tasks.get(task.task_uuid)
+        if record is not None:
+            self._adopt(record, session)
+            return
+        refusal = self._refusal(session, task) or await self._check_upload(task)
+        if refusal is not None:
+            self._send_error(conn, *refusal, task.task_uuid)
+            return
+        sources = self._sources(task)
+        if isinstance(sources, tuple):
+            self._send_error(conn, *sources, task.task_uuid)
+            return
+        record = TaskRecord(
+            task.task_uuid, session.key_id, task, session, seed=_seed_for(task), sources=sources
+        )
+        tasks[task.task_uuid] = record
+        session.active.add(task.task_uuid)
+        self._active_total += 1
+        if isinstance(task, NewTask):
+            self._serve_from_cache(record, task)
+        if isinstance(task, NewTask) and record.first >= task.number_results:
+            self._finish(record)
+        else:
+            self._queue.put(session.uuid, record)
+
+    def _adopt(self, record: TaskRecord, session: ServerSession) -> None:
+        # A known taskUUID: never generated twice; its results so far go to the asker.
+        previous = record.session
+        if previous is not session:
+            previous.active.discard(record.uuid)
+            previous.undelivered.discard(record.uuid)
+            record.session = session
+            if not record.is_finished:
+                session.active.add(record.uuid)
+        self._replay(record)
+
+    def _refusal(self, session: ServerSession, task: TaskRequest) -> tuple[int, str] | None:
+        limits = self.config.limits
+        if self._closing:
+            return ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping"
+        prompt = task.prompt_text if isinstance(task, NewTask) else getattr(task, "prompt", None)
+        if prompt is not None and len(prompt) > limits.max_prompt_length:
+            name = "promptText" if isinstance(task, NewTask) else "prompt"
+            rule = f"must be at most {limits.max_prompt_length} characters on this server"
+            return ErrorId.LIMIT_EXCEEDED, f"{name}: {rule} (got {len(prompt)})"
+        if isinstance(task, NewTask) and task.number_results > limits.max_number_results:
+            rule = f"must be at most {limits.max_number_results} on this server"
+            return ErrorId.LIMIT_EXCEEDED, f"numberResults: {rule} (got {task.number_results})"
+        if len(session.active) >= limits.max_queued_per_connection:
+            bound = limits.max_queued_per_connection
+            return ErrorId.QUEUE_FULL, f"this session already has {bound} tasks queued"
+        if self._active_total >= limits.max_queued_total:
+            return (
+                ErrorId.QUEUE_FULL,
+                f"the server already has {limits.max_queued_total} tasks queued",
+            )
+        return None
+
+    async def _check_upload(self, task: TaskRequest) -> tuple[int, str] | None:
+        url = getattr(task, "upload_endpoint", None)
+        if url is None:
+            return None
+        try:
+            await self._pusher.check(url)
+        except PushError as exc:
+            return ErrorId.VALIDATION_ERROR, f"uploadEndpoint: {exc}"
+        return None
+
+    def _sources(self, task: TaskRequest) -> dict[str, SourceImage] | tuple[int, str]:
+        wanted: dict[str, tuple[str, str]] = {}
+        if isinstance(task, NewTask):
+            for role, name, value in (
+                ("init", "imageInitiatorUUID", task.image_initiator_uuid),
+                ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid),
+            ):
+                if value is not None:
+                    wanted[role] = (name, value)
+            for i, control in enumerate(task.control_net or ()):
+                if control.guide_image_uuid is not None:
+                    wanted[f"guide{i}"] = (
+                        f"controlNet[{i}].guideImageUUID",
+                        control.guide_image_uuid,
+                    )
+        elif isinstance(task, PreProcessControlNetRequest):
+            if task.guide_image_uuid is not None:
+                wanted["image"] = ("guideImageUUID", task.guide_image_uuid)
+        elif not isinstance(task, NewImageUpload | PromptEnhance):
+            wanted["image"] = ("imageUUID", task.image_uuid)
+        sources: dict[str, SourceImage] = {}
+        for role, (name, image_uuid) in wanted.items():
+            stored = self._store.get(image_uuid)
+            if stored is None:
+                return ErrorId.IMAGE_NOT_FOUND, f"{name}: no image {image_uuid} on this server"
+            sources[role] = SourceImage(stored.uuid, stored.data, stored.format, stored.prompt)
+        return sources
+
+    def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
+        record.cache_key = _cache_key(task)
+        cached = self._cache.get(record.cache_key)
+        hits = (
+            []
+            if task.use_cache is False
+            else cached[task.offset : task.offset + task.number_results]
+        )
+        for index, image in enumerate(hits):
+            copy = replace(image, uuid=image_uuid_for(record.uuid, index))
+            self._store.put(copy)
+            alt = task.positive_prompt
+            result = ImageResult(
+                copy.uuid, self._src(copy), 0.0, copy.seed, alt, task.return_base64_image
+            )
+            record.results.append(result)
+        record.first = len(hits)
+        made = task.number_results - record.first if task.save_to_cache is not False else 0
+        record.total_available = len(cached) + made  # images in the cache once this is done
+        if hits:
+            self._deliver(record, record.results)
+
+    def _cancel(self, session: ServerSession, task_uuid: str) -> None:
+        record = self._tasks.get(session.key_id, {}).get(task_uuid)
+        if record is not None and not record.is_finished:
+            # A queued record is skipped when a worker reaches it; a running one stops at its
+            # next step (the backend sees the record finished).
+            self._fail(record, ErrorId.TASK_CANCELLED, "the task was cancelled")
+
+    # -- running tasks --
+
+    async def _worker(self) -> None:
+        while True:
+            record = await self._queue.get()
+            if record.state is not TaskState.QUEUED:
+                continue
+            record.state = TaskState.RUNNING
+            self._running.add(record)
+            self._idle.clear()
+            try:
+                await self._execute(record)
+            except JobCancelled:
+                pass  # already failed by whoever cancelled it
+            except JobError as exc:
+                self._fail(record, exc.error_id, exc.message)
+            except PushError as exc:
+                self._fail(record, ErrorId.UPLOAD_FAILED, f"uploadEndpoint: {exc}")
+            except Exception:
+                log.exception("task %s failed", record.uuid)
+                self._fail(record, ErrorId.INTERNAL_ERROR, "the server failed to run the task")
+            else:
+                self._finish(record)
+            finally:
+                self._running.discard(record)
+                if not self._running:
+                    self._idle.set()
+
+    async def _execute(self, record: TaskRecord) -> None:
+        job = Job(
+            record.request,
+            seed=record.seed,
+            first=record.first,
+            sources=record.sources,
+            output_format=_output_format(record.sources),
+        )
+        record.sources = {}  # the job holds them now; the record outlives it
+        if not self._backend.blocking:
+            context = _InlineContext()
+            self._backend.run(job, context)
+            for output in context.outputs:
+                await self._publish(record, output)
+            return
+        await anyio.to_thread.run_sync(
+            self._backend.run,
+            job,
+            _ThreadContext(self, record),
+            limiter=self._limiter,
+            abandon_on_cancel=True,
+        )
+
+    async def _publish(self, record: TaskRecord, output: Output) -> None:
+        if record.is_finished:
+            raise JobCancelled(record.uuid)
+        if isinstance(output, ImageOutput):
+            result = await self._store_image(record, output)
+        else:
+            result = TextResult(output.text)
+        record.results.append(result)
+        self._deliver(record, [result])
+
+    async def _store_image(self, record: TaskRecord, output: ImageOutput) -> Result:
+        task = record.request
+        stored = StoredImage(
+            image_uuid_for(record.uuid, output.index),
+            output.data,
+            output.format,
+            output.width,
+            output.height,
+            output.prompt,
+            output.seed,
+        )
+        self._store.put(stored)
+        inline = bool(getattr(task, "return_base64_image", False))
+        upload = getattr(task, "upload_endpoint", None)
+        if upload is not None:
+            url = expand_url(
+                upload,
+                imageUUID=stored.uuid,
+                taskUUID=record.uuid,
+                index=output.index,
+                ext=stored.extension,
+            )
+            await self._pusher.put(url, stored.data, stored.content_type)
+        if isinstance(task, NewTask) and task.save_to_cache is not False:
+            self._cache.add(record.cache_key, stored.uuid)
+        if isinstance(task, NewImageUpload | PreProcessControlNetRequest):
+            init = task.guide_image_uuid if isinstance(task, PreProcessControlNetRequest) else None
+            return ReplyResult(stored.uuid, self._src(stored), init, inline)
+        return ImageResult(
+            stored.uuid, self._src(stored), self._cost(task, stored), output.seed, None, inline
+        )
+
+    def _cost(self, task: TaskRequest, image: StoredImage) -> float:
+        steps = task.steps if isinstance(task, NewTask) else _GENERATION_COST_STEPS
+        megapixels = image.width * image.height / 1e6
+        return round(megapixels * steps * self.config.cost_per_megapixel_step, 8)
+
+    def _src(self, image: StoredImage) -> str:
+        return f"{self.public_url}/images/{image.uuid}.{image.extension}"
+
+    def _send_progress(self, record: TaskRecord, step: int, steps: int) -> None:
+        conn = record.session.connection
+        if conn is not None and not record.is_finished:
+            message = NewProgress(task_uuid=record.uuid, step=step, steps=steps)
+            conn.send(encode(message))
+
+    # -- finishing and delivering --
+
+    def _finish(self, record: TaskRecord) -> None:
+        if record.is_finished:
+            return
+        record.state = TaskState.DONE
+        self._close_record(record)
+
+    def _fail(self, record: TaskRecord, error_id: int, text: str) -> None:
+        if record.is_finished:
+            return
+        record.state = TaskState.FAILED
+        record.error = error_message(error_id, text, record.uuid, frozenset())
+        self._close_record(record)
+        self._deliver_error(record)
+
+    def _close_record(self, record: TaskRecord) -> None:
+        record.finished_at = self._clock()
+        record.session.active.discard(record.uuid)
+        self._active_total -= 1
+
+    def _deliver(self, record: TaskRecord, results: list[Result]) -> None:
+        session = record.session
+        conn = session.connection
+        if conn is None:
+            session.undelivered.add(record.uuid)
+            return
+        inline = {
+            r.image_uuid: self._base64(r.image_uuid)
+            for r in results
+            if isinstance(r, ImageResult | ReplyResult) and r.inline
+        }
+        message = result_message(record, results, session.extensions, inline)
+        conn.send(encode(message), record.uuid)
+
+    def _deliver_error(self, record: TaskRecord) -> None:
+        session, error = record.session, record.error
+        assert error is not None
+        conn = session.connection
+        if conn is None:
+            session.undelivered.add(record.uuid)
+            return
+        message = error_message(
+            error.error_id, error.error_message, record.uuid, session.extensions
+        )
+        conn.send(encode(message), record.uuid)
+
+    def _base64(self, image_uuid: str) -> str:
+        stored = self._store.get(image_uuid)
+        return base64.b64encode(stored.data).decode() if stored is not None else ""
+
+    # -- housekeeping --
+
+    async def _sweeper(self) -> None:
+        while True:
+            await anyio.sleep(self.config.sweep_interval)
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Forget what outlived its window: detached sessions and finished tasks after
+        ``retention``, images after ``image_ttl``. Runs every ``sweep_interval`` seconds."""
+        now, retention = self._clock(), self.config.retention
+        for session_uuid, session in list(self._sessions.items()):
+            if session.detached_at is not None and now - session.detached_at > retention:
+                del self._sessions[session_uuid]
+        for tasks in self._tasks.values():
+            for task_uuid, record in list(tasks.items()):
+                if record.finished_at is not None and now - record.finished_at > retention:
+                    del tasks[task_uuid]
+                    record.session.undelivered.discard(task_uuid)
+        self._store.sweep()
+        self._cache.sweep()
+
+    # -- HTTP --
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None
+        path = request.path.split("?", 1)[0]
+        if path in ("/", "/healthz"):
+            return connection.respond(200, "ok\n")
+        match = _IMAGE_PATH.fullmatch(path)
+        image = self._store.get(match.group(1)) if match else None
+        if image is None or match is None or image.extension != match.group(2):
+            return connection.respond(404, "no such image\n")
+        headers = Headers(
+            [
+                ("Content-Type", image.content_type),
+                ("Content-Length", str(len(image.data))),
+                ("Cache-Control", f"max-age={int(self.config.image_ttl)}"),
+                ("Connection", "close"),
+            ]
+        )
+        return Response(200, "OK", headers, image.data)
+
+
+def _seed_for(task: TaskRequest) -> int:
+    seed = getattr(task, "seed", None)
+    if seed is not None:
+        return int(seed)
+    # A missing seed is derived from the taskUUID, so a retried task gives the same pixels.
+    digest = hashlib.sha256(task.task_uuid.lower().encode()).digest()
+    return int.from_bytes(digest[:4], "big") + 1
+
+
+def _cache_key(task: NewTask) -> Hashable:
+    return (
+        task.prompt_text,
+        str(task.model_id),
+        task.size_id,
+        task.task_type,
+        task.steps,
+        task.g_scale,
+        task.scheduler_id,
+        task.style_id,
+        task.clip_skip,
+        task.use_prompt_weighting,
+        task.lora,
+        task.control_net,
+        task.image_initiator_uuid,
+        task.image_mask_initiator_uuid,
+        task.strength,
+        task.seed,
+    )
+
+
+def _output_format(sources: dict[str, SourceImage]) -> str:
+    # Lossless in, lossless out: an image-to-image or inpainting task from a PNG stays PNG, so
+    # the pixels it must keep are kept exactly.
+    init = sources.get("init")
+    return "png" if init is not None and init.format == "png" else "jpeg"
+
+
+@asynccontextmanager
+async def serve_embedded(
+    config: ServerConfig | None = None, *, backend: Backend | None = None
+) -> AsyncIterator[ReferenceServer]:
+    """Run a reference server in this process (127.0.0.1, a free port, a generated key).
+
+    ``server.url`` and ``server.api_key`` say where and how to connect.
+    """
+    async with ReferenceServer(config, backend=backend) as server:
+        yield server

@@ -1,0 +1,54 @@
+"""The reference server's settings: one frozen object, every limit with its design default."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["ServerConfig", "ServerLimits"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What one task, frame, connection or server may ask for."""
+
+    #: ``numberResults`` of one task.
+    max_number_results: int = 20
+    #: Characters of ``promptText`` / ``prompt``.
+    max_prompt_length: int = 2000
+    #: Bytes of one incoming frame; a larger frame closes the socket with 1009.
+    max_frame_bytes: int = 16 * 2**20
+    #: Tasks accepted and not finished, per session (a connection and its resumes).
+    max_queued_per_connection: int = 10_000
+    #: Tasks accepted and not finished, over the whole server.
+    max_queued_total: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How the reference server runs.
+
+    ``api_keys`` empty means a key is generated at start (see ``ReferenceServer.api_key``).
+    Port 0 picks a free port. ``public_url`` is the base of image URLs (default
+    ``http://HOST:PORT``). ``retention`` is how long a detached session and a finished
+    task's results are kept for resumes and resubmissions. ``cost_per_megapixel_step`` prices
+    an image: width x height / 10^6 x steps x rate.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    api_keys: Sequence[str] = ()
+    public_url: str | None = None
+    backend: str = "procedural"
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    limits: ServerLimits = ServerLimits()
+    retention: float = 120.0
+    image_ttl: float = 3600.0
+    max_store_bytes: int = 1024 * 2**20
+    allow_private_uploads: bool = False
+    upload_retries: int = 3
+    cost_per_megapixel_step: float = 0.0001
+    compression: bool = False
+    shutdown_grace: float = 10.0
+    sweep_interval: float = 5.0

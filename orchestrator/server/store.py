@@ -1,0 +1,149 @@
+"""Hosted images and the result cache: bounded, in memory, expiring on an injected clock."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["CONTENT_TYPES", "ImageStore", "ResultCache", "StoredImage", "image_uuid_for"]
+
+CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png"}
+EXTENSIONS: Final = {"jpeg": "jpg", "png": "png"}
+
+Clock = Callable[[], float]
+
+
+def image_uuid_for(task_uuid: str, index: int) -> str:
+    """The imageUUID of result ``index`` of a task: a UUIDv4-shaped digest of both.
+
+    The same task retried, resumed or failed over to another of our servers yields the same
+    imageUUIDs, so a client's dedupe by imageUUID makes delivery exactly-once.
+    """
+    digest = bytearray(hashlib.sha256(f"{task_uuid.lower()}/{index}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredImage:
+    """One hosted image."""
+
+    uuid: str
+    data: bytes
+    format: str  # "jpeg" or "png"
+    width: int
+    height: int
+    prompt: str | None = None
+    seed: int | None = None
+
+    @property
+    def content_type(self) -> str:
+        """The HTTP ``Content-Type``."""
+        return CONTENT_TYPES[self.format]
+
+    @property
+    def extension(self) -> str:
+        """The file extension of its URL (``jpg`` or ``png``)."""
+        return EXTENSIONS[self.format]
+
+
+class ImageStore:
+    """Images by imageUUID, each kept for ``ttl`` seconds, at most ``max_bytes`` in all.
+
+    When full, the oldest images go first. Images that share bytes (a cached result served
+    to another task under a new imageUUID) are counted once per entry, which overestimates
+    and so stays within the bound.
+    """
+
+    def __init__(self, ttl: float, max_bytes: int, clock: Clock) -> None:
+        self._ttl = ttl
+        self._max_bytes = max_bytes
+        self._clock = clock
+        self._images: OrderedDict[str, tuple[float, StoredImage]] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes held."""
+        return self._bytes
+
+    def put(self, image: StoredImage) -> None:
+        """Store (or refresh) an image."""
+        self.discard(image.uuid)
+        self._images[image.uuid] = (self._clock() + self._ttl, image)
+        self._bytes += len(image.data)
+        while self._bytes > self._max_bytes and len(self._images) > 1:
+            self.discard(next(iter(self._images)))
+
+    def get(self, image_uuid: str) -> StoredImage | None:
+        """The image, or ``None`` if unknown or expired."""
+        entry = self._images.get(image_uuid.lower())
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            self.discard(image_uuid.lower())
+            return None
+        return entry[1]
+
+    def discard(self, image_uuid: str) -> None:
+        """Forget an image if held."""
+        entry = self._images.pop(image_uuid, None)
+        if entry is not None:
+            self._bytes -= len(entry[1].data)
+
+    def sweep(self) -> int:
+        """Drop expired images (oldest first); return how many went."""
+        now, dropped = self._clock(), 0
+        # Insertion order is expiry order (one ttl for all), so stop at the first live one.
+        while self._images:
+            key, (expires, _) = next(iter(self._images.items()))
+            if expires > now:
+                break
+            self.discard(key)
+            dropped += 1
+        return dropped
+
+
+class ResultCache:
+    """Generated images by generation parameters, for ``useCache`` / ``saveToCache``.
+
+    Entries list imageUUIDs in the order they were made; an entry lives as long as its
+    images do in the :class:`ImageStore`.
+    """
+
+    def __init__(self, store: ImageStore) -> None:
+        self._store = store
+        self._entries: dict[Hashable, list[str]] = {}
+
+    def get(self, key: Hashable) -> list[StoredImage]:
+        """The live images cached under ``key``, oldest first."""
+        uuids = self._entries.get(key)
+        if not uuids:
+            return []
+        images = [image for u in uuids if (image := self._store.get(u)) is not None]
+        if len(images) < len(uuids):
+            live = [image.uuid for image in images]
+            if live:
+                self._entries[key] = live
+            else:
+                del self._entries[key]
+        return images
+
+    def add(self, key: Hashable, image_uuid: str) -> None:
+        """Record a new image under ``key``."""
+        uuids = self._entries.setdefault(key, [])
+        if image_uuid not in uuids:
+            uuids.append(image_uuid)
+
+    def sweep(self) -> None:
+        """Drop entries whose images have all expired."""
+        for key in list(self._entries):
+            self.get(key)
