@@ -25,3 +25,9 @@ def shared() -> Path:
             pytest.fail(f"shared documents not found at {path}")
         pytest.skip(f"shared documents not found at {path}")
     return path
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The server speaks websockets' asyncio API: run async tests on asyncio."""
+    return "asyncio"

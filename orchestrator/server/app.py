@@ -206,6 +206,7 @@ class ReferenceServer:
             allow_private=config.allow_private_uploads, retries=config.upload_retries
         )
         self._closing = False
+        self._closed = asyncio.Event()
         self._ws_server: Server | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.host, self.port = config.host, config.port
@@ -247,12 +248,18 @@ class ReferenceServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        await self._tg.__aexit__(None, None, None)
+        await self._pusher.aclose()
 
     async def aclose(self, grace: float | None = None) -> None:
         """Stop: refuse new work, fail queued tasks, give running ones ``grace`` seconds
         (``config.shutdown_grace`` by default), fail the rest, then close every socket once
-        its error frames are written. No client is left waiting."""
-        if self._closing or self._tg is None:
+        its error frames are written. No client is left waiting. Safe to call from any task
+        and more than once; the context manager's exit calls it too."""
+        if self._closing:
+            await self._closed.wait()
             return
         self._closing = True
         assert self._ws_server is not None
@@ -269,9 +276,7 @@ class ReferenceServer:
         with anyio.move_on_after(5):
             await self._ws_server.wait_closed()
         self._ws_server.close()
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-        await self._pusher.aclose()
+        self._closed.set()
 
     # -- connections --
 
