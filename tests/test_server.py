@@ -105,7 +105,9 @@ async def test_images_stream_with_only_the_legacy_keys_unless_negotiated() -> No
                 frozenset({"imageSrc", "imageUUID", "bNSFWContent", "taskUUID", "cost"})
             }
         async with client(server, extensions=["seed"]) as raw:
-            reply_seeds = [i["seed"] for i in await raw.images(await raw.task(numberResults=3, seed=41), 3)]
+            reply_seeds = [
+                i["seed"] for i in await raw.images(await raw.task(numberResults=3, seed=41), 3)
+            ]
             assert sorted(reply_seeds) == [41, 42, 43]
             missing = await raw.images(await raw.task(numberResults=2), 2)
             assert all(isinstance(i["seed"], int) and i["seed"] >= 1 for i in missing)
@@ -193,7 +195,9 @@ async def test_a_session_cannot_be_resumed_with_another_key() -> None:
         async with client(server) as raw:
             session = raw.session_uuid
         async with client(server, key="") as other:
-            await other.send({"newConnection": {"apiKey": "key-b", "connectionSessionUUID": session}})
+            await other.send(
+                {"newConnection": {"apiKey": "key-b", "connectionSessionUUID": session}}
+            )
             assert (await other.recv())["errorId"] == 1013
 
 
@@ -291,7 +295,10 @@ async def test_cancel_frees_the_worker() -> None:
             super().run(job, ctx)
 
     started, stop = threading.Event(), threading.Event()
-    async with running(Endless(), workers=1) as server, client(server, extensions=["cancel"]) as raw:
+    async with (
+        running(Endless(), workers=1) as server,
+        client(server, extensions=["cancel"]) as raw,
+    ):
         try:
             task = await raw.task(promptText="endless")
             await anyio.to_thread.run_sync(started.wait, 30)
@@ -357,8 +364,12 @@ async def test_upload_endpoint_receives_each_image_and_private_targets_are_refus
     async with running(FixedBackend(), allow_private_uploads=True) as server, client(server) as raw:
         task = await raw.task(numberResults=2, uploadEndpoint=f"{base}/up/{{imageUUID}}.{{ext}}")
         images = await raw.images(task, 2)
-        assert sorted(p for p, _, _ in received) == sorted(f"/up/{i['imageUUID']}.jpg" for i in images)
-        assert all(body.startswith(b"\xff\xd8") and kind == "image/jpeg" for _, body, kind in received)
+        assert sorted(p for p, _, _ in received) == sorted(
+            f"/up/{i['imageUUID']}.jpg" for i in images
+        )
+        assert all(
+            body.startswith(b"\xff\xd8") and kind == "image/jpeg" for _, body, kind in received
+        )
     async with running(FixedBackend()) as server, client(server) as raw:
         task = await raw.task(uploadEndpoint=f"{base}/up")
         error = await raw.recv()
@@ -370,7 +381,16 @@ async def test_upload_endpoint_receives_each_image_and_private_targets_are_refus
 
 
 def test_serve_prints_where_it_listens_first_and_stops_on_sigterm() -> None:
-    command = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0", "--backend", "fixed"]
+    command = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "serve",
+        "--port",
+        "0",
+        "--backend",
+        "fixed",
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
         try:
             assert process.stdout is not None

@@ -152,19 +152,27 @@ class _InlineContext:
 
 
 class _ThreadContext:
-    """Job context for worker threads: each call runs on the loop and waits for it."""
+    """Job context for worker threads: each call runs on the loop and waits for it.
+
+    A job whose task was cancelled or failed (a shutdown fails them all) stops at its next
+    call, and never calls into a loop that may be gone.
+    """
 
     def __init__(self, server: ReferenceServer, record: TaskRecord) -> None:
         self._server = server
         self._record = record
         self._progress = "progress" in record.session.extensions
 
+    def _check(self) -> None:
+        if self._record.is_finished:
+            raise JobCancelled(self._record.uuid)
+
     def emit(self, output: Output) -> None:
+        self._check()
         anyio.from_thread.run(self._server._publish, self._record, output)
 
     def progress(self, step: int, steps: int) -> None:
-        if self._record.is_finished:
-            raise JobCancelled(self._record.uuid)
+        self._check()
         if self._progress:
             anyio.from_thread.run_sync(self._server._send_progress, self._record, step, steps)
 
