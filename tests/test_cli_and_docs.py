@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from orchestrator.cli import main
 from protocol.tables import ERRORS
+
+from conftest import ROOT
 
 
 def test_check_reports_each_line_and_fails_on_a_bad_one(
@@ -78,3 +79,22 @@ def test_offline_example_runs() -> None:
     )
     assert "task done: 2 images" in result.stdout
     assert "seed=42" in result.stdout and "seed=43" in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_readme_main_command_generates_images(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- main-command -->")[1].split("<!-- /main-command -->")[0]
+    command = block.strip().strip("`").strip().split("&&")[-1]  # after install: the generation
+    assert "examples/generate_embedded.py" in command
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate_embedded.py"), "a red fox", "-n", "2"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    written = sorted(tmp_path.glob("*.jpg"))
+    assert len(written) == 2 and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in written)
+    assert str(written[0]) in done.stdout

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 
 from protocol import (
     ErrorMessage,
@@ -25,6 +24,8 @@ from protocol import (
     encode,
 )
 from protocol.tables import SEED_MAX
+
+from conftest import FIXTURES
 
 TASK = "2b12fd84-bf41-404d-8fd9-38874d3e0537"
 

@@ -16,6 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from orchestrator.server import FixedBackend, ServerLimits
+
 from serverkit import CountingBackend, GatedBackend, client, new_uuid, running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

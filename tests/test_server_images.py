@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from orchestrator.server import imaging
+
 from serverkit import Raw, client, png, running, square
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
