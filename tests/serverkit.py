@@ -131,6 +131,7 @@ class GatedBackend:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.started = threading.Event()
+        self.finished = threading.Event()  # set once a job has emitted all its results
         self.order: list[str] = []
         self._fixed = FixedBackend()
 
@@ -140,9 +141,13 @@ class GatedBackend:
         if not self.gate.wait(timeout=60):
             raise RuntimeError("gate never opened")
         self._fixed.run(job, ctx)
+        self.finished.set()
 
     async def wait_started(self) -> None:
         await anyio.to_thread.run_sync(self.started.wait, 30)
+
+    async def wait_finished(self) -> None:
+        await anyio.to_thread.run_sync(self.finished.wait, 30)
 
 
 class CountingBackend(FixedBackend):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from orchestrator.server import FixedBackend, ServerLimits
+from orchestrator.server import FixedBackend, ReferenceServer, ServerConfig, ServerLimits
 
 from serverkit import CountingBackend, GatedBackend, client, new_uuid, running
 
@@ -160,7 +160,9 @@ async def test_resume_after_a_dropped_socket_delivers_what_was_made_meanwhile() 
                 await backend.wait_started()
                 session = raw.session_uuid
                 raw.ws.transport.abort()  # the socket drops; nothing is closed politely
+            await server.wait_connections(0)
             backend.gate.set()
+            await backend.wait_finished()  # the results are made while the client is away
             async with client(server, key="") as again:
                 reply = await again.auth(
                     "key-a", connectionSessionUUID=session, extensions=["resume"]
@@ -181,8 +183,9 @@ async def test_a_legacy_resume_without_extensions_replays_results() -> None:
                 task = await raw.task()
                 await backend.wait_started()
                 session = raw.session_uuid
+            await server.wait_connections(0)
             backend.gate.set()
-            await anyio.wait_all_tasks_blocked()
+            await backend.wait_finished()
             async with client(server, key="") as again:
                 reply = await again.auth("key-a", connectionSessionUUID=session)
                 assert reply == {"newConnectionSessionUUID": {"connectionSessionUUID": session}}
@@ -403,3 +406,29 @@ def test_serve_prints_where_it_listens_first_and_stops_on_sigterm() -> None:
             assert process.wait(timeout=30) == 0
         finally:
             process.kill()
+
+
+async def test_sessions_and_task_records_expire_after_the_retention_window() -> None:
+    now = [1000.0]
+    backend = CountingBackend()
+    config = ServerConfig(api_keys=("key-a",), retention=120.0)
+    async with ReferenceServer(config, backend=backend, clock=lambda: now[0]) as server:
+        async with client(server) as raw:
+            session = raw.session_uuid
+            task = await raw.task(useCache=False)
+            await raw.images(task, 1)
+        await server.wait_connections(0)
+        now[0] += 60
+        server.sweep()
+        async with client(server, key="") as again:  # within the window: same session
+            reply = await again.auth("key-a", connectionSessionUUID=session)
+            assert reply["newConnectionSessionUUID"]["connectionSessionUUID"] == session
+        await server.wait_connections(0)
+        now[0] += 121
+        server.sweep()
+        async with client(server, key="") as late:
+            reply = await late.auth("key-a", connectionSessionUUID=session)
+            assert reply["newConnectionSessionUUID"]["connectionSessionUUID"] != session
+            await late.task(taskUUID=task, useCache=False)
+            await late.images(task, 1)
+        assert backend.runs == 2  # forgotten after the window, so made again

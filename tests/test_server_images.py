@@ -229,3 +229,21 @@ async def test_a_missing_image_is_an_error_naming_the_field() -> None:
         error = await raw.recv()
     assert (error["errorId"], error["taskUUID"]) == (1007, task)
     assert "imageUUID" in error["errorMessage"]
+
+
+async def test_a_guide_image_url_is_fetched_under_the_address_policy() -> None:
+    async with running(allow_private_uploads=True) as server, client(server) as raw:
+        made = await one_image(raw, promptText="a red fox", seed=1)
+        task = await raw.task(
+            "newPreProcessControlNet", preProcessorType="canny", guideImageUrl=made["imageSrc"]
+        )
+        reply = (await raw.reply("newPreProcessControlNet", task))["newPreProcessControlNet"]
+        assert (await fetch(reply["newImageSrc"])).shape == (512, 512, 3)
+    async with running() as server, client(server) as raw:
+        made = await one_image(raw, promptText="a red fox", seed=1)
+        task = await raw.task(
+            "newPreProcessControlNet", preProcessorType="canny", guideImageUrl=made["imageSrc"]
+        )
+        error = await raw.reply("newPreProcessControlNet", task)
+        assert (error["errorId"], error["taskUUID"]) == (1007, task)
+        assert "guideImageUrl" in error["errorMessage"]

@@ -62,6 +62,7 @@ from .backends import (
     JobError,
     Output,
     SourceImage,
+    image_format,
 )
 from .config import ServerConfig
 from .push import Pusher, PushError, expand_url
@@ -209,6 +210,7 @@ class ReferenceServer:
         self._idle = asyncio.Event()  # set whenever no task is running
         self._idle.set()
         self._connections: set[_Connection] = set()
+        self._connections_changed = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
         self._pusher = Pusher(
             allow_private=config.allow_private_uploads, retries=config.upload_retries
@@ -302,6 +304,13 @@ class ReferenceServer:
             conn.close(1000, "")
             await writer
             self._connections.discard(conn)
+            self._connections_changed.set()
+
+    async def wait_connections(self, at_most: int = 0) -> None:
+        """Wait until at most ``at_most`` client connections remain (their sessions detached)."""
+        while len(self._connections) > at_most:
+            self._connections_changed.clear()
+            await self._connections_changed.wait()
 
     def _detach(self, conn: _Connection) -> None:
         session, conn.session = conn.session, None
@@ -518,24 +527,24 @@ class ReferenceServer:
         return sources
 
     def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
-        record.cache_key = _cache_key(task)
-        cached = self._cache.get(record.cache_key)
+        key = record.cache_key = _cache_key(task)
+        available = self._cache.count(key)
         hits = (
             []
             if task.use_cache is False
-            else cached[task.offset : task.offset + task.number_results]
+            else self._cache.page(key, task.offset, task.number_results)
         )
         for index, image in enumerate(hits):
             copy = replace(image, uuid=image_uuid_for(record.uuid, index))
             self._store.put(copy)
             alt = task.positive_prompt
-            result = ImageResult(
-                copy.uuid, self._src(copy), 0.0, copy.seed, alt, task.return_base64_image
+            inline = task.return_base64_image
+            record.results.append(
+                ImageResult(copy.uuid, self._src(copy), 0.0, copy.seed, alt, inline)
             )
-            record.results.append(result)
         record.first = len(hits)
         made = task.number_results - record.first if task.save_to_cache is not False else 0
-        record.total_available = len(cached) + made  # images in the cache once this is done
+        record.total_available = available + made  # images in the cache once this is done
         if hits:
             self._deliver(record, record.results)
 
@@ -575,12 +584,13 @@ class ReferenceServer:
                     self._idle.set()
 
     async def _execute(self, record: TaskRecord) -> None:
+        sources = {**record.sources, **await self._fetch_guides(record.request)}
         job = Job(
             record.request,
             seed=record.seed,
             first=record.first,
-            sources=record.sources,
-            output_format=_output_format(record.sources),
+            sources=sources,
+            output_format=_output_format(sources),
         )
         record.sources = {}  # the job holds them now; the record outlives it
         if not self._backend.blocking:
@@ -596,6 +606,27 @@ class ReferenceServer:
             limiter=self._limiter,
             abandon_on_cancel=True,
         )
+
+    async def _fetch_guides(self, task: TaskRequest) -> dict[str, SourceImage]:
+        # Guides given by URL are fetched when the task runs (the address policy applies).
+        wanted: dict[str, tuple[str, str]] = {}
+        if isinstance(task, NewTask):
+            for i, control in enumerate(task.control_net or ()):
+                if control.guide_image_url is not None:
+                    wanted[f"guide{i}"] = (
+                        f"controlNet[{i}].guideImageUrl",
+                        control.guide_image_url,
+                    )
+        elif isinstance(task, PreProcessControlNetRequest) and task.guide_image_url is not None:
+            wanted["image"] = ("guideImageUrl", task.guide_image_url)
+        fetched: dict[str, SourceImage] = {}
+        for role, (name, url) in wanted.items():
+            try:
+                data = await self._pusher.get(url, self.config.limits.max_frame_bytes)
+            except PushError as exc:
+                raise JobError(ErrorId.IMAGE_NOT_FOUND, f"{name}: {exc}") from exc
+            fetched[role] = SourceImage(url, data, image_format(data) or "png")
+        return fetched
 
     async def _publish(self, record: TaskRecord, output: Output) -> None:
         if record.is_finished:

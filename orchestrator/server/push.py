@@ -44,6 +44,7 @@ class Pusher:
         retries: attempts per push.
         backoff: seconds before the second attempt; doubled each time.
         sleep: injected for tests.
+        transport: an httpx transport, injected for tests.
     """
 
     def __init__(
@@ -54,12 +55,15 @@ class Pusher:
         backoff: float = 0.2,
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._allow_private = allow_private
         self._retries = max(1, retries)
         self._backoff = backoff
         self._sleep = sleep
-        self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._client = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, transport=transport
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client."""

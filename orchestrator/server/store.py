@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
@@ -115,35 +116,44 @@ class ImageStore:
 class ResultCache:
     """Generated images by generation parameters, for ``useCache`` / ``saveToCache``.
 
-    Entries list imageUUIDs in the order they were made; an entry lives as long as its
-    images do in the :class:`ImageStore`.
+    Each entry lists imageUUIDs oldest first. Images leave the :class:`ImageStore` oldest
+    first too (one time to live; eviction by age), so expired ones are trimmed from the
+    front, and a page costs O(offset + count), never the whole entry.
     """
 
     def __init__(self, store: ImageStore) -> None:
         self._store = store
-        self._entries: dict[Hashable, list[str]] = {}
+        self._entries: dict[Hashable, deque[str]] = {}
 
-    def get(self, key: Hashable) -> list[StoredImage]:
-        """The live images cached under ``key``, oldest first."""
-        uuids = self._entries.get(key)
-        if not uuids:
+    def count(self, key: Hashable) -> int:
+        """How many live images are cached under ``key``."""
+        uuids = self._trimmed(key)
+        return len(uuids) if uuids is not None else 0
+
+    def page(self, key: Hashable, offset: int, count: int) -> list[StoredImage]:
+        """Up to ``count`` cached images under ``key``, skipping the first ``offset``."""
+        uuids = self._trimmed(key)
+        if uuids is None:
             return []
-        images = [image for u in uuids if (image := self._store.get(u)) is not None]
-        if len(images) < len(uuids):
-            live = [image.uuid for image in images]
-            if live:
-                self._entries[key] = live
-            else:
-                del self._entries[key]
-        return images
+        window = itertools.islice(uuids, offset, offset + count)
+        return [image for u in window if (image := self._store.get(u)) is not None]
 
     def add(self, key: Hashable, image_uuid: str) -> None:
-        """Record a new image under ``key``."""
-        uuids = self._entries.setdefault(key, [])
-        if image_uuid not in uuids:
-            uuids.append(image_uuid)
+        """Record a newly made image under ``key``."""
+        self._entries.setdefault(key, deque()).append(image_uuid)
 
     def sweep(self) -> None:
-        """Drop entries whose images have all expired."""
+        """Drop entries whose images have all gone."""
         for key in list(self._entries):
-            self.get(key)
+            self._trimmed(key)
+
+    def _trimmed(self, key: Hashable) -> deque[str] | None:
+        uuids = self._entries.get(key)
+        if uuids is None:
+            return None
+        while uuids and self._store.get(uuids[0]) is None:
+            uuids.popleft()
+        if not uuids:
+            del self._entries[key]
+            return None
+        return uuids
