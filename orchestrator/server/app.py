@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 import re
 import secrets
 import time
 import uuid as uuid_module
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, Final
@@ -65,6 +63,7 @@ from .backends import (
     image_format,
 )
 from .config import ServerConfig
+from .connection import Connection
 from .push import Pusher, PushError, expand_url
 from .state import (
     FairQueue,
@@ -76,8 +75,11 @@ from .state import (
     TaskRecord,
     TaskState,
     TextResult,
+    cache_key,
     error_message,
+    output_format,
     result_message,
+    seed_for,
 )
 from .store import ImageStore, ResultCache, StoredImage, image_uuid_for
 
@@ -87,56 +89,6 @@ log = logging.getLogger("orchestrator.server")
 
 _IMAGE_PATH: Final = re.compile(r"/images/([0-9a-fA-F-]{36})\.(jpg|png)")
 _GENERATION_COST_STEPS: Final = 1  # upscale and background removal price as one step
-
-
-class _Connection:
-    """One socket: its session once authenticated, and an outbox its writer drains."""
-
-    def __init__(self, ws: ServerConnection) -> None:
-        self.ws = ws
-        self.session: ServerSession | None = None
-        self._outbox: deque[tuple[str | None, bytes]] = deque()
-        self._wake = asyncio.Event()
-        self._close: tuple[int, str] | None = None
-        self.dead = False
-        self.on_lost: Callable[[str], None] = lambda task_uuid: None
-
-    def send(self, frame: bytes, task_uuid: str | None = None) -> None:
-        """Queue a frame; ``task_uuid`` names the task whose results it carries."""
-        if self.dead:
-            if task_uuid is not None:
-                self.on_lost(task_uuid)
-            return
-        self._outbox.append((task_uuid, frame))
-        self._wake.set()
-
-    def close(self, code: int, reason: str) -> None:
-        """Close once the frames queued so far are written."""
-        if self._close is None:
-            self._close = (code, reason)
-        self._wake.set()
-
-    async def write(self) -> None:
-        """Drain the outbox until closed; frames that cannot be written are reported lost."""
-        try:
-            while True:
-                if not self._outbox:
-                    if self._close is not None:
-                        await self.ws.close(*self._close)
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                await self.ws.send(self._outbox[0][1], text=True)
-                self._outbox.popleft()
-        except ConnectionClosed:
-            pass
-        finally:
-            self.dead = True
-            for task_uuid, _ in self._outbox:
-                if task_uuid is not None:
-                    self.on_lost(task_uuid)
-            self._outbox.clear()
 
 
 class _InlineContext:
@@ -209,7 +161,7 @@ class ReferenceServer:
         self._running: set[TaskRecord] = set()
         self._idle = asyncio.Event()  # set whenever no task is running
         self._idle.set()
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._connections_changed = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
         self._pusher = Pusher(
@@ -291,7 +243,7 @@ class ReferenceServer:
     # -- connections --
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws)
+        conn = Connection(ws)
         self._connections.add(conn)
         writer = asyncio.ensure_future(conn.write())
         try:
@@ -312,13 +264,13 @@ class ReferenceServer:
             self._connections_changed.clear()
             await self._connections_changed.wait()
 
-    def _detach(self, conn: _Connection) -> None:
+    def _detach(self, conn: Connection) -> None:
         session, conn.session = conn.session, None
         if session is not None and session.connection is conn:
             session.connection = None
             session.detached_at = self._clock()
 
-    async def _on_frame(self, conn: _Connection, frame: str | bytes) -> None:
+    async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
         try:
             message = decode_from_client(frame)
         except RemoteProtocolError as exc:
@@ -339,14 +291,12 @@ class ReferenceServer:
             await self._accept(conn, session, message)
 
     def _send_error(
-        self, conn: _Connection, error_id: int, text: str, task_uuid: str | None = None
+        self, conn: Connection, error_id: int, text: str, task_uuid: str | None = None
     ) -> None:
         extensions = conn.session.extensions if conn.session is not None else frozenset()
         conn.send(encode(error_message(error_id, text, task_uuid, extensions)))
 
-    def _reject_frame(
-        self, conn: _Connection, frame: str | bytes, exc: RemoteProtocolError
-    ) -> None:
+    def _reject_frame(self, conn: Connection, frame: str | bytes, exc: RemoteProtocolError) -> None:
         # Work out, on this slow path only, what the frame was meant to be.
         try:
             obj = json.loads(frame)
@@ -361,20 +311,20 @@ class ReferenceServer:
         fields = {e.field for e in exc.errors}
         if name not in CLIENT_MESSAGE_NAMES:
             self._send_error(conn, ErrorId.UNKNOWN_MESSAGE, str(exc), task_uuid)
-        elif name == NewConnection.wire_name and (conn.session is None or "apiKey" in fields):
+        elif name == NewConnection.wire_name and "apiKey" in fields:
             self._refuse(conn, ErrorId.INVALID_API_KEY, f"invalid newConnection: {exc}")
         elif "taskType" in fields:
             self._send_error(conn, ErrorId.UNKNOWN_TASK_TYPE, str(exc), task_uuid)
         else:
             self._send_error(conn, ErrorId.VALIDATION_ERROR, str(exc), task_uuid)
 
-    def _refuse(self, conn: _Connection, error_id: int, text: str) -> None:
+    def _refuse(self, conn: Connection, error_id: int, text: str) -> None:
         self._send_error(conn, error_id, text)
         conn.close(1008, text[:120])
 
     # -- sessions --
 
-    def _authenticate(self, conn: _Connection, message: NewConnection) -> None:
+    def _authenticate(self, conn: Connection, message: NewConnection) -> None:
         key_id = self._keys.identify(message.api_key)
         if key_id is None:
             self._refuse(conn, ErrorId.INVALID_API_KEY, "invalid API key")
@@ -428,7 +378,7 @@ class ReferenceServer:
 
     # -- accepting tasks --
 
-    async def _accept(self, conn: _Connection, session: ServerSession, task: TaskRequest) -> None:
+    async def _accept(self, conn: Connection, session: ServerSession, task: TaskRequest) -> None:
         tasks = self._tasks.setdefault(session.key_id, {})
         record = tasks.get(task.task_uuid)
         if record is not None:
@@ -443,7 +393,7 @@ class ReferenceServer:
             self._send_error(conn, *sources, task.task_uuid)
             return
         record = TaskRecord(
-            task.task_uuid, session.key_id, task, session, seed=_seed_for(task), sources=sources
+            task.task_uuid, session.key_id, task, session, seed=seed_for(task), sources=sources
         )
         tasks[task.task_uuid] = record
         session.active.add(task.task_uuid)
@@ -527,7 +477,7 @@ class ReferenceServer:
         return sources
 
     def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
-        key = record.cache_key = _cache_key(task)
+        key = record.cache_key = cache_key(task)
         available = self._cache.count(key)
         hits = (
             []
@@ -590,7 +540,7 @@ class ReferenceServer:
             seed=record.seed,
             first=record.first,
             sources=sources,
-            output_format=_output_format(sources),
+            output_format=output_format(sources),
         )
         record.sources = {}  # the job holds them now; the record outlives it
         if not self._backend.blocking:
@@ -778,43 +728,6 @@ class ReferenceServer:
             ]
         )
         return Response(200, "OK", headers, image.data)
-
-
-def _seed_for(task: TaskRequest) -> int:
-    seed = getattr(task, "seed", None)
-    if seed is not None:
-        return int(seed)
-    # A missing seed is derived from the taskUUID, so a retried task gives the same pixels.
-    digest = hashlib.sha256(task.task_uuid.lower().encode()).digest()
-    return int.from_bytes(digest[:4], "big") + 1
-
-
-def _cache_key(task: NewTask) -> Hashable:
-    return (
-        task.prompt_text,
-        str(task.model_id),
-        task.size_id,
-        task.task_type,
-        task.steps,
-        task.g_scale,
-        task.scheduler_id,
-        task.style_id,
-        task.clip_skip,
-        task.use_prompt_weighting,
-        task.lora,
-        task.control_net,
-        task.image_initiator_uuid,
-        task.image_mask_initiator_uuid,
-        task.strength,
-        task.seed,
-    )
-
-
-def _output_format(sources: dict[str, SourceImage]) -> str:
-    # Lossless in, lossless out: an image-to-image or inpainting task from a PNG stays PNG, so
-    # the pixels it must keep are kept exactly.
-    init = sources.get("init")
-    return "png" if init is not None and init.format == "png" else "jpeg"
 
 
 @asynccontextmanager

@@ -70,6 +70,9 @@ from .backends import SourceImage
 
 __all__ = [
     "FairQueue",
+    "cache_key",
+    "output_format",
+    "seed_for",
     "ImageResult",
     "KeyRing",
     "ReplyResult",
@@ -269,6 +272,49 @@ def _reply_message(
     if reply.image_uuid in inline:
         fields["image_base64_data"] = inline[reply.image_uuid]
     return PreProcessControlNetResult(**fields)
+
+
+# -- task parameters ------------------------------------------------------------------------
+
+
+def seed_for(task: TaskRequest) -> int:
+    """The task's seed, or one derived from its taskUUID when it gives none."""
+    seed = getattr(task, "seed", None)
+    if seed is not None:
+        return int(seed)
+    # A missing seed is derived from the taskUUID, so a retried task gives the same pixels.
+    digest = hashlib.sha256(task.task_uuid.lower().encode()).digest()
+    return int.from_bytes(digest[:4], "big") + 1
+
+
+def cache_key(task: NewTask) -> Hashable:
+    """Every generation parameter, and the seed when one is given."""
+    return (
+        task.prompt_text,
+        str(task.model_id),
+        task.size_id,
+        task.task_type,
+        task.steps,
+        task.g_scale,
+        task.scheduler_id,
+        task.style_id,
+        task.clip_skip,
+        task.use_prompt_weighting,
+        task.lora,
+        task.control_net,
+        task.image_initiator_uuid,
+        task.image_mask_initiator_uuid,
+        task.strength,
+        task.seed,
+    )
+
+
+def output_format(sources: dict[str, SourceImage]) -> str:
+    """``png`` when the init image is PNG, else ``jpeg``."""
+    # Lossless in, lossless out: an image-to-image or inpainting task from a PNG stays PNG, so
+    # the pixels it must keep are kept exactly.
+    init = sources.get("init")
+    return "png" if init is not None and init.format == "png" else "jpeg"
 
 
 # -- the fair queue ------------------------------------------------------------------------
