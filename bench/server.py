@@ -77,8 +77,12 @@ async def drive(url: str, total: int, in_flight: int) -> tuple[float, float, flo
                 if message.get("error"):
                     raise RuntimeError(f"server error: {message}")
 
-        async def one(slots: asyncio.Semaphore) -> None:
-            async with slots:
+        remaining = [total]
+
+        async def lane() -> None:
+            # Each lane keeps one task in flight until the total is reached.
+            while remaining[0] > 0:
+                remaining[0] -= 1
                 task_uuid = str(uuid.uuid4())
                 future = waiting[task_uuid] = loop.create_future()
                 started = time.perf_counter()
@@ -88,9 +92,8 @@ async def drive(url: str, total: int, in_flight: int) -> tuple[float, float, flo
                 latencies.append(time.perf_counter() - started)
 
         reading = asyncio.create_task(reader())
-        slots = asyncio.Semaphore(in_flight)
         start = time.perf_counter()
-        await asyncio.gather(*(one(slots) for _ in range(total)))
+        await asyncio.gather(*(lane() for _ in range(in_flight)))
         elapsed = time.perf_counter() - start
         reading.cancel()
     latencies.sort()
