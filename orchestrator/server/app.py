@@ -379,12 +379,15 @@ class ReferenceServer:
     # -- accepting tasks --
 
     async def _accept(self, conn: Connection, session: ServerSession, task: TaskRequest) -> None:
+        # The only await (resolving an uploadEndpoint's host) comes first, so everything after
+        # it, the dedupe included, is decided in one step: no other frame can come between.
+        upload_refusal = await self._check_upload(task)
         tasks = self._tasks.setdefault(session.key_id, {})
         record = tasks.get(task.task_uuid)
         if record is not None:
             self._adopt(record, session)
             return
-        refusal = self._refusal(session, task) or await self._check_upload(task)
+        refusal = self._refusal(session, task) or upload_refusal
         if refusal is not None:
             self._send_error(conn, *refusal, task.task_uuid)
             return
