@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import signal
 import subprocess
@@ -124,8 +125,6 @@ async def test_images_are_hosted_with_their_content_type_and_inline_on_request()
         assert response.status_code == 200
         assert response.headers["content-type"] == "image/jpeg"
         assert response.content.startswith(b"\xff\xd8\xff")
-        import base64
-
         assert base64.b64decode(image["imageBase64Data"]) == response.content
         assert missing.status_code == 404
 

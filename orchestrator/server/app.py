@@ -41,8 +41,8 @@ from protocol import (
     Ping,
     Pong,
     PreProcessControlNetRequest,
-    PromptEnhance,
     RemoteProtocolError,
+    ServerMessage,
     TaskRequest,
     decode_from_client,
     encode,
@@ -77,6 +77,7 @@ from .state import (
     TextResult,
     cache_key,
     error_message,
+    image_references,
     output_format,
     result_message,
     seed_for,
@@ -452,27 +453,11 @@ class ReferenceServer:
         return None
 
     def _sources(self, task: TaskRequest) -> dict[str, SourceImage] | tuple[int, str]:
-        wanted: dict[str, tuple[str, str]] = {}
-        if isinstance(task, NewTask):
-            for role, name, value in (
-                ("init", "imageInitiatorUUID", task.image_initiator_uuid),
-                ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid),
-            ):
-                if value is not None:
-                    wanted[role] = (name, value)
-            for i, control in enumerate(task.control_net or ()):
-                if control.guide_image_uuid is not None:
-                    wanted[f"guide{i}"] = (
-                        f"controlNet[{i}].guideImageUUID",
-                        control.guide_image_uuid,
-                    )
-        elif isinstance(task, PreProcessControlNetRequest):
-            if task.guide_image_uuid is not None:
-                wanted["image"] = ("guideImageUUID", task.guide_image_uuid)
-        elif not isinstance(task, NewImageUpload | PromptEnhance):
-            wanted["image"] = ("imageUUID", task.image_uuid)
+        # Images given by UUID must be here now; those given by URL are fetched when it runs.
         sources: dict[str, SourceImage] = {}
-        for role, (name, image_uuid) in wanted.items():
+        for role, name, image_uuid, is_url in image_references(task):
+            if is_url:
+                continue
             stored = self._store.get(image_uuid)
             if stored is None:
                 return ErrorId.IMAGE_NOT_FOUND, f"{name}: no image {image_uuid} on this server"
@@ -562,18 +547,10 @@ class ReferenceServer:
 
     async def _fetch_guides(self, task: TaskRequest) -> dict[str, SourceImage]:
         # Guides given by URL are fetched when the task runs (the address policy applies).
-        wanted: dict[str, tuple[str, str]] = {}
-        if isinstance(task, NewTask):
-            for i, control in enumerate(task.control_net or ()):
-                if control.guide_image_url is not None:
-                    wanted[f"guide{i}"] = (
-                        f"controlNet[{i}].guideImageUrl",
-                        control.guide_image_url,
-                    )
-        elif isinstance(task, PreProcessControlNetRequest) and task.guide_image_url is not None:
-            wanted["image"] = ("guideImageUrl", task.guide_image_url)
         fetched: dict[str, SourceImage] = {}
-        for role, (name, url) in wanted.items():
+        for role, name, url, is_url in image_references(task):
+            if not is_url:
+                continue
             try:
                 data = await self._pusher.get(url, self.config.limits.max_frame_bytes)
             except PushError as exc:
@@ -649,7 +626,7 @@ class ReferenceServer:
         if record.is_finished:
             return
         record.state = TaskState.FAILED
-        record.error = error_message(error_id, text, record.uuid, frozenset())
+        record.error = (error_id, text)
         self._close_record(record)
         self._deliver_error(record)
 
@@ -659,30 +636,36 @@ class ReferenceServer:
         self._active_total -= 1
 
     def _deliver(self, record: TaskRecord, results: list[Result]) -> None:
+        self._send_to_session(record, lambda extensions: self._results(record, results, extensions))
+
+    def _deliver_error(self, record: TaskRecord) -> None:
+        assert record.error is not None
+        error_id, text = record.error
+        self._send_to_session(
+            record, lambda extensions: error_message(error_id, text, record.uuid, extensions)
+        )
+
+    def _send_to_session(
+        self, record: TaskRecord, render: Callable[[frozenset[str]], ServerMessage]
+    ) -> None:
+        # Rendered only when a connection will carry it: a detached session just notes the
+        # task, and a resume renders its frames afresh for the extensions then negotiated.
         session = record.session
         conn = session.connection
         if conn is None:
             session.undelivered.add(record.uuid)
             return
+        conn.send(encode(render(session.extensions)), record.uuid)
+
+    def _results(
+        self, record: TaskRecord, results: list[Result], extensions: frozenset[str]
+    ) -> ServerMessage:
         inline = {
             r.image_uuid: self._base64(r.image_uuid)
             for r in results
             if isinstance(r, ImageResult | ReplyResult) and r.inline
         }
-        message = result_message(record, results, session.extensions, inline)
-        conn.send(encode(message), record.uuid)
-
-    def _deliver_error(self, record: TaskRecord) -> None:
-        session, error = record.session, record.error
-        assert error is not None
-        conn = session.connection
-        if conn is None:
-            session.undelivered.add(record.uuid)
-            return
-        message = error_message(
-            error.error_id, error.error_message, record.uuid, session.extensions
-        )
-        conn.send(encode(message), record.uuid)
+        return result_message(record, results, extensions, inline)
 
     def _base64(self, image_uuid: str) -> str:
         stored = self._store.get(image_uuid)

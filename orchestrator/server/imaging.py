@@ -316,21 +316,6 @@ def _hysteresis(
     return np.isin(labels, keep[keep > 0])
 
 
-_APPROXIMATIONS: Final = {
-    "depth": "blurred luminance, light = near",
-    "softedge": "gradient magnitude",
-    "scribble": "thresholded gradient magnitude",
-    "lineart": "Canny edges",
-    "mlsd": "Canny edges",
-    "normal": "luminance gradients as a normal map",
-    "openpose": "the subject's outline",
-    "seg": "colour quantisation to 8 colours",
-    "shuffle": "tiles permuted",
-    "tile": "Gaussian blur",
-    "inpaint": "the image itself",
-}
-
-
 def preprocess(
     pixels: Pixels, kind: str, *, low: int = 100, high: int = 200, seed: int = 0
 ) -> Pixels:
@@ -348,7 +333,7 @@ def preprocess(
         out = (magnitude * (255.0 / max(float(magnitude.max()), 1.0))).astype(np.uint8)
         if family == "scribble":
             out = np.where(out > 64, 255, 0).astype(np.uint8)
-    elif family in ("normal",):
+    elif family == "normal":
         gx, gy = _sobel(
             np.asarray(
                 Image.fromarray(gray.astype(np.uint8)).filter(ImageFilter.GaussianBlur(2)),

@@ -70,6 +70,7 @@ from .backends import SourceImage
 
 __all__ = [
     "FairQueue",
+    "image_references",
     "cache_key",
     "output_format",
     "seed_for",
@@ -174,7 +175,7 @@ class TaskRecord:
     total_available: int | None = None
     state: TaskState = TaskState.QUEUED
     results: list[Result] = field(default_factory=list)
-    error: ErrorMessage | None = None
+    error: tuple[int, str] | None = None  # (errorId, errorMessage) once FAILED
     finished_at: float | None = None
     sources: dict[str, SourceImage] = field(default_factory=dict)  # until a worker takes it
 
@@ -275,6 +276,29 @@ def _reply_message(
 
 
 # -- task parameters ------------------------------------------------------------------------
+
+
+def image_references(task: TaskRequest) -> list[tuple[str, str, str, bool]]:
+    """The images a task refers to: (role in the job, wire field, UUID or URL, is a URL)."""
+    refs: list[tuple[str, str, str | None, bool]] = []
+    if isinstance(task, NewTask):
+        refs += [
+            ("init", "imageInitiatorUUID", task.image_initiator_uuid, False),
+            ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid, False),
+        ]
+        for i, control in enumerate(task.control_net or ()):
+            refs += [
+                (f"guide{i}", f"controlNet[{i}].guideImageUUID", control.guide_image_uuid, False),
+                (f"guide{i}", f"controlNet[{i}].guideImageUrl", control.guide_image_url, True),
+            ]
+    elif isinstance(task, PreProcessControlNetRequest):
+        refs += [
+            ("image", "guideImageUUID", task.guide_image_uuid, False),
+            ("image", "guideImageUrl", task.guide_image_url, True),
+        ]
+    elif not isinstance(task, NewImageUpload | PromptEnhance):
+        refs.append(("image", "imageUUID", task.image_uuid, False))
+    return [(role, name, value, is_url) for role, name, value, is_url in refs if value is not None]
 
 
 def seed_for(task: TaskRequest) -> int:
