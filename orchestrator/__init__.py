@@ -1,11 +1,103 @@
 """Asynchronous WebSocket task orchestrator for image-generation services.
 
 Everything that does I/O lives here; the wire protocol is the sans-I/O
-``protocol`` package.
+``protocol`` package. Start with :class:`Orchestrator`.
 """
 
-from protocol.errors import OrchestratorError
+from .client import Orchestrator
+from .config import Backoff, Config, Limits, Timeouts
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    ConnectionClosed,
+    ConnectTimeout,
+    FieldError,
+    HeartbeatTimeout,
+    InvalidState,
+    LocalProtocolError,
+    OrchestratorError,
+    OrchestratorTimeout,
+    ProtocolError,
+    RemoteProtocolError,
+    RemoteTaskError,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+    TransportError,
+    UploadError,
+    UsageError,
+)
+from .pool import Stats
+from .tasks import (
+    ControlNetImage,
+    EnhancePrompt,
+    Event,
+    GeneratedImage,
+    ImageReady,
+    ImageToImage,
+    ImageToText,
+    Inpaint,
+    PreprocessControlNet,
+    Progress,
+    RemoveBackground,
+    TaskDone,
+    TaskFailed,
+    TaskHandle,
+    TaskResult,
+    TaskSpec,
+    TextReady,
+    TextToImage,
+    UploadImage,
+    Upscale,
+)
 
-__all__ = ["OrchestratorError", "__version__"]
+__all__ = [
+    "Orchestrator",
+    "Backoff",
+    "Config",
+    "Limits",
+    "Timeouts",
+    "Stats",
+    "AuthenticationError",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionClosed",
+    "FieldError",
+    "HeartbeatTimeout",
+    "InvalidState",
+    "LocalProtocolError",
+    "OrchestratorError",
+    "OrchestratorTimeout",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "RemoteTaskError",
+    "TaskCancelled",
+    "TaskError",
+    "TaskTimeout",
+    "TransportError",
+    "UploadError",
+    "UsageError",
+    "ControlNetImage",
+    "EnhancePrompt",
+    "Event",
+    "GeneratedImage",
+    "ImageReady",
+    "ImageToImage",
+    "ImageToText",
+    "Inpaint",
+    "PreprocessControlNet",
+    "Progress",
+    "RemoveBackground",
+    "TaskDone",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskResult",
+    "TaskSpec",
+    "TextReady",
+    "TextToImage",
+    "UploadImage",
+    "Upscale",
+    "__version__",
+]
 
 __version__ = "0.1.0"

@@ -1,0 +1,358 @@
+"""The public facade: :class:`Orchestrator`.
+
+It owns a task group (timers and one loop per connection), a :class:`Pool`, and,
+when no endpoint is given, an embedded reference server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Sequence,
+)
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, overload
+
+import anyio
+from anyio.abc import TaskGroup
+
+from protocol.messages import TaskRequest
+
+from .config import Config
+from .errors import InvalidState, OrchestratorError, UsageError
+from .pool import Pool, Stats
+from .tasks import (
+    ControlNetImage,
+    EnhancePrompt,
+    ImageToImage,
+    ImageToText,
+    Inpaint,
+    PreprocessControlNet,
+    RemoveBackground,
+    TaskHandle,
+    TaskResult,
+    TaskSpec,
+    TextToImage,
+    UploadImage,
+    Upscale,
+    request_image_refs,
+)
+from .timers import Clock, SystemClock, Timers
+from .transport import Transport, WebSocketTransport
+
+__all__ = ["Orchestrator"]
+
+Task = TaskSpec | TaskRequest
+
+
+class Orchestrator:
+    """Many tasks over a few persistent sockets to one or more endpoints.
+
+    Use it as an async context manager. With no ``endpoints`` it starts the
+    embedded reference server in this process (and uses its generated key).
+
+    Args:
+        endpoints: ``ws://`` URLs; one string or several.
+        api_key: the key sent in ``newConnection`` (required with endpoints).
+        config: timeouts, limits, backoff, extensions (:class:`Config`).
+        transport: how sockets are opened (default: WebSockets; tests pass
+            ``orchestrator.testing.MemoryTransport``).
+        clock: where time is read (default: the event loop's).
+        rng: the randomness of backoff jitter.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str | None = None,
+        *,
+        api_key: str | None = None,
+        config: Config | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints or ())
+        if self._endpoints and not api_key:
+            raise UsageError("api_key is required when endpoints are given")
+        self._api_key = api_key
+        self.config = config or Config()
+        self._transport = transport or WebSocketTransport()
+        self._clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._timers = Timers(self._clock)
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._pool: Pool | None = None
+
+    # -- lifecycle --
+
+    async def __aenter__(self) -> Orchestrator:
+        if self._stack is not None:
+            raise InvalidState("an Orchestrator can be entered once")
+        self._stack = stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        if not self._endpoints:
+            from .server import serve_embedded
+
+            server = await stack.enter_async_context(serve_embedded())
+            self._endpoints, self._api_key = [server.url], server.api_key
+        assert self._api_key is not None
+        pool = Pool(
+            self._endpoints,
+            self._api_key,
+            config=self.config,
+            transport=self._transport,
+            clock=self._clock,
+            timers=self._timers,
+            rng=self._rng,
+        )
+        self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
+        self._pool = pool
+        await tg.start(self._timers.run)
+        for conn in pool.connections:
+            await tg.start(conn.run)
+        if pool.fatal_error is not None:
+            raise pool.fatal_error
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Cancel every live task (TaskCancelled), close the sockets and the embedded server."""
+        if self._pool is not None:
+            self._pool.close()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+        if self._stack is not None:
+            await self._stack.aclose()
+
+    @property
+    def pool(self) -> Pool:
+        """The connection pool (for inspection)."""
+        if self._pool is None:
+            raise InvalidState("the Orchestrator is not running: use `async with`")
+        return self._pool
+
+    @property
+    def stats(self) -> Stats:
+        """Counters: submitted, completed, failed, retried, resubmitted, moved, reports."""
+        return self.pool.stats
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        """The endpoints in use (the embedded server's, when none was given)."""
+        return tuple(self._endpoints)
+
+    # -- submitting --
+
+    def submit(self, task: Task, *, deadline: float | None = None) -> _Submission:
+        """Submit a task; waits for room under the in-flight limits.
+
+        ``async with orch.submit(task) as handle:`` cancels the task if the block
+        is left early; ``handle = await orch.submit(task)`` leaves that to you.
+
+        Args:
+            task: a spec (``TextToImage(...)``) or a protocol message.
+            deadline: seconds this task may take (default ``Timeouts.task``).
+
+        Raises:
+            LocalProtocolError: the task breaks a rule (names the field); nothing sent.
+            AuthenticationError: the server refused the key.
+            InvalidState: the orchestrator is not running, or the taskUUID is in flight.
+        """
+        return _Submission(self, task, deadline)
+
+    async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
+        pool = self.pool
+        if isinstance(task, TaskSpec):
+            request = task.to_request(task.task_uuid or str(uuid.uuid4()))
+            refs = task.image_refs()
+        else:
+            request, refs = task, request_image_refs(task)
+        handle = TaskHandle(task, request, refs, pool.cancel)
+        await pool.acquire()
+        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
+        return handle
+
+    async def run(self, task: Task, *, deadline: float | None = None) -> TaskResult:
+        """Submit a task and return its result (cancelling it if the caller is cancelled)."""
+        async with self.submit(task, deadline=deadline) as handle:
+            return await handle.result()
+
+    @overload
+    def map(
+        self, tasks: Iterable[Task] | AsyncIterable[Task], *, concurrency: int | None = ...
+    ) -> AsyncIterator[TaskResult]: ...
+
+    @overload
+    def map(
+        self,
+        tasks: Iterable[Task] | AsyncIterable[Task],
+        *,
+        concurrency: int | None = ...,
+        return_exceptions: bool,
+    ) -> AsyncIterator[TaskResult | OrchestratorError]: ...
+
+    async def map(
+        self,
+        tasks: Iterable[Task] | AsyncIterable[Task],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
+        """Run many tasks, at most ``concurrency`` at a time; yield results as they finish.
+
+        The source is pulled lazily: at most ``concurrency`` tasks are taken and not yet
+        yielded, so an endless generator is fine. A failed task raises its error (the
+        others are cancelled), or is yielded in place with ``return_exceptions=True``.
+        Leaving the loop early cancels the tasks still running.
+        """
+        limit = concurrency or self.config.limits.in_flight
+        finished: deque[TaskHandle] = deque()
+        active: set[TaskHandle] = set()
+        wake: list[anyio.Event] = []
+
+        def on_done(handle: TaskHandle) -> None:
+            finished.append(handle)
+            if wake:
+                wake.pop().set()
+
+        source = _pull(tasks)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(active) < limit:
+                    try:
+                        task = await anext(source)
+                    except StopAsyncIteration:
+                        exhausted = True
+                        break
+                    handle = await self._submit(task, None)
+                    active.add(handle)
+                    handle.add_done_callback(on_done)
+                if not finished:
+                    if exhausted and not active:
+                        return
+                    event = anyio.Event()
+                    wake.append(event)
+                    await event.wait()
+                    continue
+                while finished:
+                    handle = finished.popleft()
+                    active.discard(handle)
+                    try:
+                        yield handle.result_nowait()
+                    except OrchestratorError as exc:
+                        if not return_exceptions:
+                            raise
+                        yield exc
+        finally:
+            for handle in active:
+                handle.cancel()
+            await source.aclose()
+
+    # -- one method per task type --
+
+    async def text_to_image(self, prompt: str, **options: Any) -> TaskResult:
+        """Generate images from a prompt; options are :class:`TextToImage`'s fields."""
+        return await self.run(TextToImage(prompt=prompt, **options))
+
+    async def image_to_image(self, prompt: str, init_image_uuid: str, **options: Any) -> TaskResult:
+        """Generate from a prompt and an init image; see :class:`ImageToImage`."""
+        return await self.run(
+            ImageToImage(prompt=prompt, init_image_uuid=init_image_uuid, **options)
+        )
+
+    async def inpaint(
+        self, prompt: str, init_image_uuid: str, mask_image_uuid: str, **options: Any
+    ) -> TaskResult:
+        """Repaint the masked part of an image; see :class:`Inpaint`."""
+        spec = Inpaint(
+            prompt=prompt,
+            init_image_uuid=init_image_uuid,
+            mask_image_uuid=mask_image_uuid,
+            **options,
+        )
+        return await self.run(spec)
+
+    async def controlnet(self, prompt: str, control_net: Any, **options: Any) -> TaskResult:
+        """Generate guided by ControlNet; see :class:`ControlNetImage`."""
+        return await self.run(
+            ControlNetImage(prompt=prompt, control_net=tuple(control_net), **options)
+        )
+
+    async def upscale(self, image_uuid: str, factor: int = 2) -> TaskResult:
+        """Upscale an image 2, 3 or 4 times."""
+        return await self.run(Upscale(image_uuid=image_uuid, factor=factor))
+
+    async def remove_background(self, image_uuid: str) -> TaskResult:
+        """Cut the subject out into a transparent PNG."""
+        return await self.run(RemoveBackground(image_uuid=image_uuid))
+
+    async def image_to_text(self, image_uuid: str) -> str:
+        """Caption an image."""
+        return (await self.run(ImageToText(image_uuid=image_uuid))).texts[0]
+
+    async def enhance_prompt(
+        self, prompt: str, versions: int = 1, **options: Any
+    ) -> tuple[str, ...]:
+        """Return ``versions`` richer versions of a prompt."""
+        return (await self.run(EnhancePrompt(prompt=prompt, versions=versions, **options))).texts
+
+    async def upload_image(self, image: bytes | str) -> str:
+        """Upload an image (bytes, base64 or a data URI); return its imageUUID."""
+        return (await self.run(UploadImage(image=image))).images[0].image_uuid
+
+    async def controlnet_preprocess(self, preprocessor: str, **options: Any) -> TaskResult:
+        """Make a ControlNet guide image; see :class:`PreprocessControlNet`."""
+        return await self.run(PreprocessControlNet(preprocessor=preprocessor, **options))
+
+
+class _Submission:
+    """``orch.submit(task)``: awaitable (the handle) and an async context manager."""
+
+    __slots__ = ("_orch", "_task", "_deadline", "_handle")
+
+    def __init__(self, orch: Orchestrator, task: Task, deadline: float | None) -> None:
+        self._orch, self._task, self._deadline = orch, task, deadline
+        self._handle: TaskHandle | None = None
+
+    def __await__(self) -> Generator[Any, None, TaskHandle]:
+        return self._orch._submit(self._task, self._deadline).__await__()
+
+    async def __aenter__(self) -> TaskHandle:
+        self._handle = await self._orch._submit(self._task, self._deadline)
+        return self._handle
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+async def _pull(tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncGenerator[Task]:
+    if isinstance(tasks, AsyncIterable):
+        async for task in tasks:
+            yield task
+    else:
+        for task in tasks:
+            yield task

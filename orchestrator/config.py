@@ -1,0 +1,136 @@
+"""Frozen settings for the orchestrator: timeouts, limits, backoff, extensions.
+
+Every value has a default from DESIGN section 3; a bad value is refused when the
+object is built, with a :class:`~orchestrator.errors.UsageError` naming the field
+and the rule.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+
+from protocol.session import KNOWN_EXTENSIONS
+
+from .errors import UsageError
+
+__all__ = ["Backoff", "Config", "Limits", "Timeouts"]
+
+
+def _check_positive(obj: object, *, allow_zero: tuple[str, ...] = ()) -> None:
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        floor_ok = value >= 0 if f.name in allow_zero else value > 0
+        if not floor_ok:
+            rule = "must be >= 0" if f.name in allow_zero else "must be > 0"
+            raise UsageError(f"{type(obj).__name__}.{f.name} = {value!r}: {rule}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """How long things may take, in seconds.
+
+    Attributes:
+        connect: open the socket and authenticate.
+        task: a task's deadline from submission (``submit(..., timeout=)`` overrides it).
+        heartbeat_interval: time between pings on an idle-or-busy connection.
+        heartbeat_misses: unanswered pings after which the socket is taken as dead.
+        replay_quiet: after resuming without the ``resume`` extension, how long the
+            replay must be silent before unfinished tasks are sent again.
+        failover: how long an endpoint may stay unreachable before its tasks move to a
+            healthy endpoint.
+    """
+
+    connect: float = 10.0
+    task: float = 300.0
+    heartbeat_interval: float = 10.0
+    heartbeat_misses: int = 2
+    replay_quiet: float = 1.0
+    failover: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check_positive(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """Bounds on work and memory.
+
+    Attributes:
+        in_flight: tasks submitted and not finished, over the whole orchestrator;
+            ``submit`` waits for room beyond it.
+        per_connection: tasks in flight on one connection; more wait for room.
+        connections_per_endpoint: persistent sockets opened to each endpoint.
+        max_frame: the largest frame accepted from a server, in bytes.
+        remembered_images: how many imageUUIDs are remembered with the endpoint that
+            holds them, to route later tasks that refer to them.
+    """
+
+    in_flight: int = 10_000
+    per_connection: int = 4_096
+    connections_per_endpoint: int = 1
+    max_frame: int = 64 * 1024 * 1024
+    remembered_images: int = 100_000
+
+    def __post_init__(self) -> None:
+        _check_positive(self)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backoff:
+    """Exponential backoff with jitter, for reconnects and for tasks refused as "queue full".
+
+    The n-th delay is ``min(maximum, initial * factor**n)``, less a random fraction of
+    up to ``jitter`` of it (so many clients do not retry in step).
+    """
+
+    initial: float = 0.1
+    factor: float = 2.0
+    maximum: float = 10.0
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_positive(self, allow_zero=("jitter",))
+        if self.jitter > 1:
+            raise UsageError(f"Backoff.jitter = {self.jitter!r}: must be between 0 and 1")
+        if self.factor < 1:
+            raise UsageError(f"Backoff.factor = {self.factor!r}: must be >= 1")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """The delay before retry number ``attempt`` (0 for the first)."""
+        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return base * (1 - self.jitter * rng.random())
+
+    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
+        """Yield the delays before each retry, forever."""
+        rng = rng or random.Random()
+        attempt = 0
+        while True:
+            yield self.delay(attempt, rng)
+            attempt += 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    """All of the orchestrator's settings.
+
+    Attributes:
+        timeouts, limits, backoff: see their classes.
+        extensions: protocol extensions to ask for; servers may accept fewer.
+        compression: permessage-deflate; off by default (it costs CPU on fast links).
+    """
+
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    limits: Limits = field(default_factory=Limits)
+    backoff: Backoff = field(default_factory=Backoff)
+    extensions: frozenset[str] = KNOWN_EXTENSIONS
+    compression: bool = False
+
+    def __post_init__(self) -> None:
+        unknown = set(self.extensions) - KNOWN_EXTENSIONS
+        if unknown:
+            known = ", ".join(sorted(KNOWN_EXTENSIONS))
+            raise UsageError(f"Config.extensions: unknown {sorted(unknown)} (known: {known})")

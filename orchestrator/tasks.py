@@ -1,0 +1,641 @@
+"""What users submit (task specs), what they get back (results and events), and handles.
+
+A spec is a frozen, friendly description of one task (``TextToImage(prompt=...)``).
+:meth:`TaskSpec.to_request` turns it into the protocol's message for a taskUUID; this
+is where bad input is refused, with a
+:class:`~orchestrator.errors.LocalProtocolError` naming the wire field, its Python
+name and the rule, before anything is sent. Friendly names map to wire names here
+and only here (``prompt`` -> ``promptText``, ``guidance`` -> ``gScale``).
+
+A :class:`TaskHandle` follows one submitted task: ``await handle.result()``, or
+``async for event in handle.events()``, or both. Each image reaches it once
+(deduplicated by imageUUID, across frames, replays, resubmissions and failovers).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from protocol.messages import (
+    ControlNet,
+    Image,
+    Lora,
+    NewImageUpload,
+    NewTask,
+    NewUploadedImageUUID,
+    PreProcessControlNetRequest,
+    PreProcessControlNetResult,
+    PromptEnhance,
+    RemoveBackgroundRequest,
+    ReverseImageClip,
+    TaskRequest,
+    UpscaleGanRequest,
+    join_negative_prompt,
+)
+from protocol.tables import TaskType
+
+from .errors import OrchestratorError, TaskCancelled
+
+if TYPE_CHECKING:
+    from .timers import Timer
+
+__all__ = [
+    "ControlNetImage",
+    "EnhancePrompt",
+    "Event",
+    "GeneratedImage",
+    "ImageReady",
+    "ImageToImage",
+    "ImageToText",
+    "Inpaint",
+    "PreprocessControlNet",
+    "Progress",
+    "RemoveBackground",
+    "TaskDone",
+    "TaskFailed",
+    "TaskHandle",
+    "TaskResult",
+    "TaskSpec",
+    "TextReady",
+    "TextToImage",
+    "UploadImage",
+    "Upscale",
+]
+
+
+# -- specs ---------------------------------------------------------------------------------
+
+
+def _set(**fields: Any) -> dict[str, Any]:
+    # Only what the user set goes on the wire: the server's defaults apply to the rest.
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSpec:
+    """Base of every task spec. ``task_uuid``: choose the taskUUID (default: a new UUIDv4)."""
+
+    task_uuid: str | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the protocol message. Raises LocalProtocolError naming the broken field."""
+        raise NotImplementedError
+
+    def image_refs(self) -> tuple[str, ...]:
+        """imageUUIDs this task reads: it must run where those images are."""
+        return ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Generation(TaskSpec):
+    prompt: str
+    negative_prompt: str | None = None
+    number_results: int = 1
+    model: str | int | None = None
+    size_id: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    scheduler_id: int | None = None
+    style_id: int | None = None
+    clip_skip: int | None = None
+    language_id: int | None = None
+    use_cache: bool | None = None
+    save_to_cache: bool | None = None
+    offset: int | None = None
+    check_nsfw: bool | None = None
+    prompt_weighting: bool | None = None
+    upload_endpoint: str | None = None
+    loras: tuple[Lora, ...] | None = None
+    return_base64: bool | None = None
+
+    _task_type = TaskType.TEXT_TO_IMAGE
+
+    def _fields(self) -> dict[str, Any]:
+        return _set(
+            prompt_text=join_negative_prompt(self.prompt, self.negative_prompt),
+            number_results=self.number_results,
+            model_id=self.model,
+            size_id=self.size_id,
+            steps=self.steps,
+            g_scale=self.guidance,
+            seed=self.seed,
+            scheduler_id=self.scheduler_id,
+            style_id=self.style_id,
+            clip_skip=self.clip_skip,
+            prompt_language_id=self.language_id,
+            use_cache=self.use_cache,
+            save_to_cache=self.save_to_cache,
+            offset=self.offset,
+            check_nsfw=self.check_nsfw,
+            use_prompt_weighting=self.prompt_weighting,
+            upload_endpoint=self.upload_endpoint,
+            lora=self.loras,
+            return_base64_image=self.return_base64,
+        )
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newTask`` message."""
+        return NewTask(task_uuid=task_uuid, task_type=self._task_type, **self._fields())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextToImage(_Generation):
+    """Generate ``number_results`` images from a prompt (taskType 1)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageToImage(_Generation):
+    """Generate from a prompt and an init image (taskType 2); ``strength`` 0-1."""
+
+    init_image_uuid: str
+    strength: float | None = None
+
+    _task_type = TaskType.IMAGE_TO_IMAGE
+
+    def _fields(self) -> dict[str, Any]:
+        return _Generation._fields(self) | _set(
+            image_initiator_uuid=self.init_image_uuid, strength=self.strength
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image."""
+        return (self.init_image_uuid,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inpaint(_Generation):
+    """Repaint the masked part of an init image (taskType 3)."""
+
+    init_image_uuid: str
+    mask_image_uuid: str
+
+    _task_type = TaskType.INPAINTING
+
+    def _fields(self) -> dict[str, Any]:
+        return _Generation._fields(self) | _set(
+            image_initiator_uuid=self.init_image_uuid,
+            image_mask_initiator_uuid=self.mask_image_uuid,
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image and the mask."""
+        return (self.init_image_uuid, self.mask_image_uuid)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlNetImage(_Generation):
+    """Generate guided by ControlNet (taskType 9, or 10 with an init image)."""
+
+    control_net: tuple[ControlNet, ...]
+    init_image_uuid: str | None = None
+    strength: float | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newTask`` message (type 10 when an init image is given)."""
+        task_type = TaskType.CONTROLNET_TEXT_TO_IMAGE
+        if self.init_image_uuid is not None:
+            task_type = TaskType.CONTROLNET_IMAGE_TO_IMAGE
+        extra = _set(
+            control_net=self.control_net,
+            image_initiator_uuid=self.init_image_uuid,
+            strength=self.strength,
+        )
+        return NewTask(task_uuid=task_uuid, task_type=task_type, **(self._fields() | extra))
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image and the guides given by imageUUID."""
+        guides = tuple(g.guide_image_uuid for g in self.control_net if g.guide_image_uuid)
+        return (self.init_image_uuid, *guides) if self.init_image_uuid else guides
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upscale(TaskSpec):
+    """Upscale an image by ``factor`` 2, 3 or 4 (taskType 6)."""
+
+    image_uuid: str
+    factor: int = 2
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newUpscaleGan`` message."""
+        return UpscaleGanRequest(
+            task_uuid=task_uuid, image_uuid=self.image_uuid, upscale_factor=self.factor
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The image to upscale."""
+        return (self.image_uuid,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveBackground(TaskSpec):
+    """Cut the subject out of an image into a transparent PNG (taskType 8)."""
+
+    image_uuid: str
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newRemoveBackground`` message."""
+        return RemoveBackgroundRequest(task_uuid=task_uuid, image_uuid=self.image_uuid)
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The source image."""
+        return (self.image_uuid,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageToText(TaskSpec):
+    """Caption an image (taskType 4)."""
+
+    image_uuid: str
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newReverseImageClip`` message."""
+        return ReverseImageClip(task_uuid=task_uuid, image_uuid=self.image_uuid)
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The image to caption."""
+        return (self.image_uuid,)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnhancePrompt(TaskSpec):
+    """Write ``versions`` (1-5) richer versions of a prompt (taskType 5)."""
+
+    prompt: str
+    versions: int = 1
+    max_length: int | None = None
+    language_id: int | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newPromptEnhance`` message."""
+        fields = _set(prompt_max_length=self.max_length, prompt_language_id=self.language_id)
+        return PromptEnhance(
+            task_uuid=task_uuid, prompt=self.prompt, prompt_versions=self.versions, **fields
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UploadImage(TaskSpec):
+    """Upload an image (raw bytes, base64 text or a data URI) to use by imageUUID (type 7)."""
+
+    image: bytes | str = field(repr=False)
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newImageUpload`` message."""
+        data = self.image
+        text = base64.b64encode(data).decode() if isinstance(data, bytes) else data
+        return NewImageUpload(task_uuid=task_uuid, image_base64=text)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreprocessControlNet(TaskSpec):
+    """Turn a guide image into a ControlNet guide (taskType 11), by imageUUID or URL."""
+
+    preprocessor: str
+    guide_image_uuid: str | None = None
+    guide_image_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    low_threshold: int | None = None
+    high_threshold: int | None = None
+    hands_and_face: bool | None = None
+    return_base64: bool | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newPreProcessControlNet`` message."""
+        fields = _set(
+            guide_image_uuid=self.guide_image_uuid,
+            guide_image_url=self.guide_image_url,
+            width=self.width,
+            height=self.height,
+            low_threshold_canny=self.low_threshold,
+            high_threshold_canny=self.high_threshold,
+            include_hands_and_face_open_pose=self.hands_and_face,
+            return_base64_image=self.return_base64,
+        )
+        return PreProcessControlNetRequest(
+            task_uuid=task_uuid, pre_processor_type=self.preprocessor, **fields
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The guide image, when given by imageUUID."""
+        return (self.guide_image_uuid,) if self.guide_image_uuid else ()
+
+
+def request_image_refs(request: TaskRequest) -> tuple[str, ...]:
+    """imageUUIDs a protocol message reads (for tasks submitted as raw messages)."""
+    if isinstance(request, NewTask):
+        refs = [request.image_initiator_uuid, request.image_mask_initiator_uuid]
+        refs += [g.guide_image_uuid for g in request.control_net or ()]
+        return tuple(r for r in refs if r)
+    if isinstance(request, UpscaleGanRequest | RemoveBackgroundRequest | ReverseImageClip):
+        return (request.image_uuid,)
+    if isinstance(request, PreProcessControlNetRequest) and request.guide_image_uuid:
+        return (request.guide_image_uuid,)
+    return ()
+
+
+# -- results and events --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedImage:
+    """One image a task produced (or an uploaded or preprocessed image).
+
+    ``url`` is where the server hosts it; ``seed`` is set when the server reports it
+    (the ``seed`` extension); ``base64_data`` when ``return_base64`` was asked.
+    """
+
+    image_uuid: str
+    url: str
+    task_uuid: str
+    seed: int | None = None
+    nsfw: bool = False
+    alt_text: str | None = None
+    cost: float | None = None
+    base64_data: str | None = field(default=None, repr=False)
+
+    def data(self) -> bytes | None:
+        """The image's bytes, when the server sent them inline."""
+        return None if self.base64_data is None else base64.b64decode(self.base64_data)
+
+    @classmethod
+    def from_wire(cls, image: Image) -> GeneratedImage:
+        """Map a protocol image to the friendly names."""
+        return cls(
+            image.image_uuid,
+            image.image_src,
+            image.task_uuid,
+            image.seed,
+            image.b_nsfw_content,
+            image.image_alt_text,
+            image.cost,
+            image.image_base64_data,
+        )
+
+    @classmethod
+    def from_reply(cls, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> GeneratedImage:
+        """The image an upload or a preprocessing reply names."""
+        if isinstance(reply, PreProcessControlNetResult):
+            return cls(
+                reply.new_image_uuid,
+                reply.new_image_src,
+                reply.task_uuid,
+                nsfw=reply.b_nsfw_content,
+                base64_data=reply.image_base64_data,
+            )
+        return cls(reply.new_image_uuid, reply.new_image_src, reply.task_uuid)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult:
+    """A finished task: its images (or texts), their summed cost, and where it ran."""
+
+    task_uuid: str
+    task: TaskSpec | TaskRequest
+    images: tuple[GeneratedImage, ...] = ()
+    texts: tuple[str, ...] = ()
+    endpoint: str | None = None
+
+    @property
+    def cost(self) -> float:
+        """The sum of the images' reported costs."""
+        return sum(image.cost or 0.0 for image in self.images)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A step of a running task (the ``progress`` extension)."""
+
+    task_uuid: str
+    step: int
+    steps: int
+    preview_base64: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageReady:
+    """An image of the task exists; delivered once."""
+
+    task_uuid: str
+    image: GeneratedImage
+
+
+@dataclass(frozen=True, slots=True)
+class TextReady:
+    """A text (caption or enhanced prompt) of the task; delivered once."""
+
+    task_uuid: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    """The task finished; the last event."""
+
+    result: TaskResult
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed:
+    """The task failed (``error``: the exception ``result()`` raises); the last event."""
+
+    task_uuid: str
+    error: OrchestratorError
+
+
+Event = Progress | ImageReady | TextReady | TaskDone | TaskFailed
+
+
+# -- the handle ----------------------------------------------------------------------------
+
+
+class TaskHandle:
+    """One submitted task: await its result, iterate its events, or cancel it.
+
+    A handle is also an async context manager: leaving the block before the task
+    finished (an exception, a cancellation, a ``break``) cancels the task.
+    """
+
+    __slots__ = (
+        "task_uuid",
+        "task",
+        "request",
+        "image_refs",
+        "expected",
+        "connection",
+        "deadline",
+        "retry",
+        "retries",
+        "_images",
+        "_seen",
+        "_texts",
+        "_events",
+        "_result",
+        "_error",
+        "_changed",
+        "_on_done",
+        "_cancel",
+    )
+
+    def __init__(
+        self,
+        task: TaskSpec | TaskRequest,
+        request: TaskRequest,
+        image_refs: tuple[str, ...],
+        cancel: Callable[[TaskHandle, OrchestratorError], None],
+    ) -> None:
+        self.task_uuid: str = request.task_uuid
+        self.task = task
+        self.request = request
+        self.image_refs = image_refs
+        self.expected: int = request.expected_results
+        self.connection: Any = None  # the pool's Connection while in flight there
+        self.deadline: Timer | None = None
+        self.retry: Timer | None = None
+        self.retries = 0
+        self._images: list[GeneratedImage] = []
+        self._seen: set[str] = set()
+        self._texts: list[str] = []
+        self._events: list[Event] = []
+        self._result: TaskResult | None = None
+        self._error: OrchestratorError | None = None
+        self._changed: anyio.Event | None = None
+        self._on_done: list[Callable[[TaskHandle], None]] = []
+        self._cancel = cancel
+
+    def __repr__(self) -> str:
+        state = "done" if self._result else "failed" if self._error else "running"
+        return f"<TaskHandle {self.task_uuid} {state}>"
+
+    # -- for users --
+
+    def done(self) -> bool:
+        """Whether the task finished, failed or was cancelled."""
+        return self._result is not None or self._error is not None
+
+    async def result(self) -> TaskResult:
+        """Wait for the task and return its result.
+
+        Raises:
+            RemoteTaskError: the server failed the task.
+            TaskTimeout: the deadline passed.
+            TaskCancelled: the task was cancelled, or the orchestrator closed.
+            AuthenticationError: the server refused the API key.
+        """
+        while not self.done():
+            await self._wait_change()
+        return self.result_nowait()
+
+    def result_nowait(self) -> TaskResult:
+        """The result of a finished task. Raises its error, or InvalidState if running."""
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            raise self._error
+        from .errors import InvalidState
+
+        raise InvalidState(f"task {self.task_uuid} has not finished")
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield every event of the task from its start, ending with TaskDone or TaskFailed."""
+        index = 0
+        while True:
+            while index < len(self._events):
+                event = self._events[index]
+                index += 1
+                yield event
+                if isinstance(event, TaskDone | TaskFailed):
+                    return
+            await self._wait_change()
+
+    @property
+    def images(self) -> tuple[GeneratedImage, ...]:
+        """The images received so far."""
+        return tuple(self._images)
+
+    def cancel(self) -> None:
+        """Cancel the task (a no-op once it finished); ``result()`` raises TaskCancelled."""
+        if not self.done():
+            self._cancel(self, TaskCancelled(f"task {self.task_uuid} cancelled", self.task_uuid))
+
+    def add_done_callback(self, callback: Callable[[TaskHandle], None]) -> None:
+        """Call ``callback(handle)`` when the task finishes (at once if it has)."""
+        if self.done():
+            callback(self)
+        else:
+            self._on_done.append(callback)
+
+    async def __aenter__(self) -> TaskHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    # -- for the pool --
+
+    def add_image(self, image: Image) -> bool:
+        """Record an image unless already seen; return True when the task has all it needs."""
+        if image.image_uuid not in self._seen and not self.done():
+            self._seen.add(image.image_uuid)
+            ready = GeneratedImage.from_wire(image)
+            self._images.append(ready)
+            self._emit(ImageReady(self.task_uuid, ready))
+        return len(self._images) >= self.expected
+
+    def add_text(self, text: str) -> bool:
+        """Record a text unless already seen; return True when the task has all it needs."""
+        if text not in self._seen and not self.done():
+            self._seen.add(text)
+            self._texts.append(text)
+            self._emit(TextReady(self.task_uuid, text))
+        return len(self._texts) >= self.expected
+
+    def add_reply(self, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> None:
+        """Record the image an upload or preprocessing reply names."""
+        if not self._images:
+            self._images.append(GeneratedImage.from_reply(reply))
+
+    def add_progress(self, step: int, steps: int, preview: str | None) -> None:
+        """Record a progress step."""
+        self._emit(Progress(self.task_uuid, step, steps, preview))
+
+    def finish(self, endpoint: str | None) -> TaskResult:
+        """Complete the task with what it received."""
+        result = TaskResult(
+            self.task_uuid, self.task, tuple(self._images), tuple(self._texts), endpoint
+        )
+        self._result = result
+        self._emit(TaskDone(result))
+        self._settle()
+        return result
+
+    def fail(self, error: OrchestratorError) -> None:
+        """Fail the task with ``error``."""
+        self._error = error
+        self._emit(TaskFailed(self.task_uuid, error))
+        self._settle()
+
+    def _settle(self) -> None:
+        for timer in (self.deadline, self.retry):
+            if timer is not None:
+                timer.cancel()
+        callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            callback(self)
+
+    def _emit(self, event: Event) -> None:
+        self._events.append(event)
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def _wait_change(self) -> None:
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()

@@ -1,0 +1,157 @@
+"""Injected time: the clock protocol, and one timer heap for every deadline and retry.
+
+The orchestrator never reads the loop's clock directly. Tests pass
+``orchestrator.testing.FakeClock`` and move time by hand, so deadlines, heartbeats
+and backoffs are exercised without waiting.
+
+A :class:`Timers` heap serves thousands of per-task deadlines with one background
+task: a timer costs a heap push, cancelling it is a flag, and the heap is rebuilt
+when cancelled entries outnumber live ones, so memory follows the live timers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Protocol, TypeVar
+
+import anyio
+from anyio.abc import TaskStatus
+
+__all__ = ["Clock", "SystemClock", "Timer", "Timers", "race_timeout"]
+
+T = TypeVar("T")
+
+
+class Clock(Protocol):
+    """Where the orchestrator reads time and sleeps."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic clock."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return once ``seconds`` have passed on this clock."""
+        ...
+
+
+class SystemClock:
+    """The event loop's clock."""
+
+    def now(self) -> float:
+        """Seconds on the event loop's monotonic clock."""
+        return anyio.current_time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the event loop."""
+        await anyio.sleep(seconds)
+
+
+class Timer:
+    """A callback due at a time; :meth:`cancel` makes it a no-op."""
+
+    __slots__ = ("when", "callback", "cancelled")
+
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Do not run the callback (idempotent)."""
+        self.cancelled = True
+
+
+class Timers:
+    """Run callbacks at their time, from one task started with :meth:`run`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._wakeup = anyio.Event()
+        self._cancelled = 0
+
+    def __len__(self) -> int:
+        return len(self._heap) - self._cancelled
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        """Run ``callback`` after ``delay`` seconds; return a handle to cancel it."""
+        timer = _CountedTimer(self._clock.now() + delay, callback, self)
+        if not self._heap or timer.when < self._heap[0][0]:
+            self._wakeup.set()  # the loop sleeps until a later time; let it look again
+        heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
+        return timer
+
+    def _on_cancel(self) -> None:
+        self._cancelled += 1
+        if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            heapq.heapify(self._heap)
+            self._cancelled = 0
+
+    def _run_due(self) -> None:
+        now = self._clock.now()
+        while self._heap and self._heap[0][0] <= now:
+            timer = heapq.heappop(self._heap)[2]
+            if timer.cancelled:
+                self._cancelled -= 1
+                continue
+            timer.cancelled = True  # fired: a later cancel() must not count it again
+            timer.callback()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Fire timers as they fall due, until cancelled."""
+        task_status.started()
+        while True:
+            self._run_due()
+            self._wakeup = anyio.Event()
+            if not self._heap:
+                await self._wakeup.wait()
+                continue
+            delay = self._heap[0][0] - self._clock.now()
+            await _first_of(partial(self._clock.sleep, max(delay, 0.0)), self._wakeup.wait)
+
+
+class _CountedTimer(Timer):
+    __slots__ = ("_owner",)
+
+    def __init__(self, when: float, callback: Callable[[], None], owner: Timers) -> None:
+        super().__init__(when, callback)
+        self._owner = owner
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            self._owner._on_cancel()
+
+
+async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
+    async with anyio.create_task_group() as tg:
+
+        async def finish(wait: Callable[[], Awaitable[None]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(finish, wait)
+
+
+async def race_timeout(clock: Clock, seconds: float, fn: Callable[[], Awaitable[T]]) -> T | None:
+    """Run ``fn()``; return its result, or None when ``seconds`` pass first on ``clock``."""
+    result: list[T] = []
+    async with anyio.create_task_group() as tg:
+
+        async def body() -> None:
+            result.append(await fn())
+            tg.cancel_scope.cancel()
+
+        async def expire() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(body)
+        tg.start_soon(expire)
+    return result[0] if result else None
