@@ -140,13 +140,21 @@ async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:
 
 
 async def race_timeout(clock: Clock, seconds: float, fn: Callable[[], Awaitable[T]]) -> T | None:
-    """Run ``fn()``; return its result, or None when ``seconds`` pass first on ``clock``."""
+    """Run ``fn()``; return its result, or None when ``seconds`` pass first on ``clock``.
+
+    An exception from ``fn`` is raised as it is (not wrapped in a group).
+    """
     result: list[T] = []
+    errors: list[Exception] = []
     async with anyio.create_task_group() as tg:
 
         async def body() -> None:
-            result.append(await fn())
-            tg.cancel_scope.cancel()
+            try:
+                result.append(await fn())
+            except Exception as exc:
+                errors.append(exc)
+            finally:
+                tg.cancel_scope.cancel()
 
         async def expire() -> None:
             await clock.sleep(seconds)
@@ -154,4 +162,6 @@ async def race_timeout(clock: Clock, seconds: float, fn: Callable[[], Awaitable[
 
         tg.start_soon(body)
         tg.start_soon(expire)
+    if errors:
+        raise errors[0]
     return result[0] if result else None
