@@ -74,20 +74,22 @@ def server_process(port: int = 0) -> Iterator[ServerProcess]:
 
 
 async def run_and_kill(
-    orch: Orchestrator, server: ServerProcess, *, count: int = 4000, after: int = 1000
+    orch: Orchestrator, server: ServerProcess, *, stop_first: bool, count: int = 4000
 ) -> list[TaskResult]:
-    """Run ``count`` two-image tasks; once ``after`` have finished, stop ``server`` (so
-    tasks are surely in flight there) and then kill it."""
+    """Run ``count`` two-image tasks and kill ``server`` at the first result after the
+    1,000th when tasks are in flight there. With ``stop_first`` it is frozen (SIGSTOP) at
+    the 1,000th, so the tasks routed to it from then on are surely unanswered."""
     results: list[TaskResult] = []
+    on_server = [c for c in orch.pool.connections if c.endpoint == server.url]
     tasks = (TextToImage(prompt=f"cat {i}", number_results=2) for i in range(count))
     async for result in orch.map(tasks, concurrency=512):
         results.append(result)
-        if len(results) == after:
+        if len(results) == 1000 and stop_first:
             server.process.send_signal(signal.SIGSTOP)
-            on_server = [c for c in orch.pool.connections if c.endpoint == server.url]
-            while not any(c.in_flight for c in on_server):
-                await anyio.sleep(0.01)  # polls the pool's state; it cannot deadlock
+        alive = server.process.poll() is None
+        if len(results) >= 1000 and alive and any(c.in_flight for c in on_server):
             server.kill()
+    assert server.process.poll() is not None, "the server was never killed"
     return results
 
 
@@ -107,7 +109,7 @@ async def test_a_killed_and_restarted_server_loses_nothing_and_repeats_nothing()
 
             tg.start_soon(restart_when_killed)
             try:
-                results = await run_and_kill(orch, first)
+                results = await run_and_kill(orch, first, stop_first=False)
             finally:
                 for server in restarted:
                     server.kill()
@@ -122,7 +124,7 @@ async def test_two_endpoints_one_killed_its_tasks_finish_on_the_other() -> None:
     config = Config(timeouts=Timeouts(failover=0.5))
     with server_process() as a, server_process() as b:
         async with Orchestrator([a.url, b.url], api_key=KEY, config=config) as orch:
-            results = await run_and_kill(orch, a)
+            results = await run_and_kill(orch, a, stop_first=True)
             assert len(results) == 4000
             assert_each_image_once(results, 2)
             endpoints = Counter(r.endpoint for r in results)
