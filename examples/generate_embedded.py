@@ -1,61 +1,49 @@
-"""Generate images on the embedded reference server and save them: no account, no network.
+"""Generate images with the orchestrator on the embedded reference server: no account anywhere.
 
     python examples/generate_embedded.py "a lighthouse at dusk" -n 4 --out out/
 
-Starts the reference server in this process (127.0.0.1, a free port, a generated key),
-drives the protocol's sans-I/O session over one websocket, and downloads each image from
-the URL the server hosts it at.
+Streams the task's events as they happen (progress steps, then each image), and writes
+each image from the bytes the server sent with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import uuid
 from pathlib import Path
 
-import httpx
-from websockets.asyncio.client import connect
+import anyio
 
-from orchestrator.server import serve_embedded
-from protocol import ImageReceived, NewTask, Session, TaskCompleted, TaskFailed
+from orchestrator import ImageReady, Orchestrator, Progress, TaskDone, TaskFailed, TextToImage
 
 
 async def generate(prompt: str, count: int, out: Path, seed: int | None) -> list[Path]:
+    await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
-    async with serve_embedded() as server, connect(server.url) as ws, httpx.AsyncClient() as http:
-        session = Session(server.api_key, extensions=["seed"])
-        await ws.send(session.send_connect(), text=True)
-        session.receive(await ws.recv())
-        task = NewTask(
-            task_uuid=str(uuid.uuid4()), prompt_text=prompt, number_results=count, seed=seed
-        )
-        await ws.send(session.send_task(task), text=True)
-        while session.is_pending(task.task_uuid):
-            for event in session.receive(await ws.recv()):
-                if isinstance(event, ImageReceived):
-                    image = event.image
-                    path = out / f"{image.image_uuid}.{image.image_src.rsplit('.', 1)[1]}"
-                    body = (await http.get(image.image_src)).content
-                    await asyncio.to_thread(path.write_bytes, body)
-                    print(f"{path}  seed={image.seed}  cost={image.cost}")
-                    saved.append(path)
-                elif isinstance(event, TaskFailed):
-                    raise SystemExit(f"task failed: {event.error_message}")
-                elif isinstance(event, TaskCompleted):
-                    print(f"{len(event.images)} images in {out}/, cost {event.cost:.6f}")
+    task = TextToImage(prompt=prompt, number_results=count, seed=seed, return_base64=True)
+    async with Orchestrator() as orch, orch.submit(task) as handle:
+        async for event in handle.events():
+            if isinstance(event, Progress):
+                print(f"step {event.step}/{event.steps}")
+            elif isinstance(event, ImageReady):
+                path = out / f"{event.image.image_uuid}.jpg"
+                await anyio.Path(path).write_bytes(event.image.data() or b"")
+                saved.append(path)
+                print(f"{path} seed={event.image.seed} cost={event.image.cost}")
+            elif isinstance(event, TaskDone):
+                print(f"done: {len(event.result.images)} images, cost {event.result.cost:.6f}")
+            elif isinstance(event, TaskFailed):
+                raise event.error
     return saved
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prompt")
-    parser.add_argument("-n", "--number", type=int, default=4)
+    parser.add_argument("-n", type=int, default=4, help="number of images")
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--seed", type=int)
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    asyncio.run(generate(args.prompt, args.number, args.out, args.seed))
+    anyio.run(generate, args.prompt, args.n, args.out, args.seed)
 
 
 if __name__ == "__main__":

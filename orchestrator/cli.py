@@ -1,8 +1,10 @@
 """The ``orchestrator`` command.
 
 Subcommands:
-    serve        run the reference server (prints ``listening on ws://HOST:PORT`` first)
-    check FILE   validate frames, one JSON object per line, as a peer would read them
+    generate PROMPT  generate images and write them to a directory (embedded server by
+                     default; ``--endpoint URL --api-key KEY`` for a real one)
+    serve            run the reference server (prints ``listening on ws://HOST:PORT`` first)
+    check FILE       validate frames, one JSON object per line, as a peer would read them
 """
 
 from __future__ import annotations
@@ -49,8 +51,78 @@ def _parser() -> argparse.ArgumentParser:
         help="who sent the frames: a client, a server, or either (default)",
     )
     check.set_defaults(run=_check)
+    _add_generate(commands)
     _add_serve(commands)
     return parser
+
+
+def _add_generate(commands: Any) -> None:
+    generate = commands.add_parser("generate", help="generate images into a directory")
+    generate.add_argument("prompt")
+    generate.add_argument("-n", "--number", type=int, default=1, help="images (numberResults)")
+    generate.add_argument("--out", type=Path, default=Path("out"), help="directory to write")
+    generate.add_argument(
+        "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
+    )
+    generate.add_argument("--api-key", help="the key for --endpoint")
+    generate.add_argument("--negative", help="negative prompt")
+    generate.add_argument("--size-id", type=int, help="sizeId (see protocol.tables.SIZES)")
+    generate.add_argument("--seed", type=int, help="seed of the first image")
+    generate.add_argument("--model", help="modelId")
+    generate.add_argument("--steps", type=int)
+    generate.add_argument(
+        "--deadline", type=float, default=300.0, help="seconds before giving up (default 300)"
+    )
+    generate.set_defaults(run=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .errors import OrchestratorError
+
+    if args.endpoint and not args.api_key:
+        print("error: --api-key is required with --endpoint", file=sys.stderr)
+        return 2
+    try:
+        paths = anyio.run(_generate_async, args)
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in paths:
+        print(path)
+    print(f"wrote {len(paths)} images to {args.out}", flush=True)
+    return 0
+
+
+async def _generate_async(args: argparse.Namespace) -> list[Path]:
+    import anyio
+
+    from .client import Orchestrator
+    from .tasks import TextToImage
+
+    task = TextToImage(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        number_results=args.number,
+        size_id=args.size_id,
+        seed=args.seed,
+        model=args.model,
+        steps=args.steps,
+        return_base64=True,  # the bytes come with the result: no second request per image
+    )
+    async with Orchestrator(args.endpoint or None, api_key=args.api_key) as orch:
+        result = await orch.run(task, deadline=args.deadline)
+    out = anyio.Path(args.out)
+    await out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image in result.images:
+        data = image.data() or b""
+        suffix = ".png" if data.startswith(b"\x89PNG") else ".jpg"
+        path = out / f"{image.image_uuid}{suffix}"
+        await path.write_bytes(data)
+        paths.append(Path(path))
+    return paths
 
 
 def _add_serve(commands: Any) -> None:

@@ -4,10 +4,13 @@ client that speaks frames as dicts, backends that stop on a gate, and tiny image
 from __future__ import annotations
 
 import io
+import signal
+import subprocess
+import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
@@ -161,3 +164,36 @@ class CountingBackend(FixedBackend):
     def run(self, job: Job, ctx: JobContext) -> None:
         self.runs += 1
         super().run(job, ctx)
+
+
+KEY = "key-a"
+
+
+class ServerProcess:
+    """``orchestrator serve`` in its own process; killable and restartable on its port."""
+
+    def __init__(self, port: int = 0) -> None:
+        command = [sys.executable, "-m", "orchestrator.cli", "serve", "--backend", "fixed"]
+        command += ["--port", str(port), "--api-key", KEY]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        first = self.process.stdout.readline()
+        assert first.startswith("listening on ws://127.0.0.1:"), first
+        self.url = first.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+
+
+@contextmanager
+def server_process(port: int = 0) -> Iterator[ServerProcess]:
+    server = ServerProcess(port)
+    try:
+        yield server
+    finally:
+        if server.process.poll() is None:
+            server.kill()

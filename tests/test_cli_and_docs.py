@@ -13,6 +13,7 @@ from orchestrator.cli import main
 from protocol.tables import ERRORS
 
 from conftest import ROOT
+from serverkit import server_process
 
 
 def test_check_reports_each_line_and_fails_on_a_bad_one(
@@ -86,9 +87,9 @@ def test_readme_main_command_generates_images(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- main-command -->")[1].split("<!-- /main-command -->")[0]
     command = block.strip().strip("`").strip().split("&&")[-1]  # after install: the generation
-    assert "examples/generate_embedded.py" in command
+    assert command.split()[:2] == [".venv/bin/orchestrator", "generate"]
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "generate_embedded.py"), "a red fox", "-n", "2"]
+        [sys.executable, "-m", "orchestrator.cli", "generate", "a red fox", "-n", "2"]
         + ["--out", str(tmp_path)],
         capture_output=True,
         text=True,
@@ -97,4 +98,32 @@ def test_readme_main_command_generates_images(tmp_path: Path) -> None:
     )
     written = sorted(tmp_path.glob("*.jpg"))
     assert len(written) == 2 and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in written)
-    assert str(written[0]) in done.stdout
+    assert str(written[0]) in done.stdout and "wrote 2 images" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_streaming_example_writes_each_image_as_it_arrives(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate_embedded.py"), "a red fox", "-n", "2"]
+        + ["--out", str(tmp_path), "--seed", "42"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    written = sorted(tmp_path.glob("*.jpg"))
+    assert len(written) == 2 and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in written)
+    assert "step 1/" in done.stdout and "seed=42" in done.stdout and "seed=43" in done.stdout
+    assert done.stdout.index("step 1/") < done.stdout.index("seed=42")
+    assert "done: 2 images" in done.stdout
+
+
+def test_generate_with_a_refused_key_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["generate", "x", "--endpoint", "ws://127.0.0.1:1"]) == 2  # a key is required
+    with server_process() as server:
+        args = ["generate", "x", "--endpoint", server.url, "--api-key", "wrong"]
+        assert main([*args, "--out", str(tmp_path)]) == 1
+    assert "authentication failed (errorId 19)" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -4,11 +4,7 @@ matter here), in this process and in server processes that get killed mid-run.""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import anyio
 import pytest
@@ -16,11 +12,9 @@ import pytest
 from orchestrator import Config, Limits, Orchestrator, TaskResult, TextToImage, Timeouts
 from orchestrator.server import FixedBackend
 
-from serverkit import running
+from serverkit import KEY, ServerProcess, running, server_process
 
 pytestmark = pytest.mark.anyio
-
-KEY = "key-a"
 
 
 def assert_each_image_once(results: list[TaskResult], per_task: int) -> None:
@@ -41,36 +35,6 @@ async def test_ten_thousand_tasks_over_four_connections() -> None:
             assert [c.connects for c in orch.pool.connections] == [1, 1, 1, 1]
             assert all(c.in_flight == 0 for c in orch.pool.connections)
             orch.pool.check_consistent()
-
-
-class ServerProcess:
-    """``orchestrator serve`` in its own process; killable and restartable on its port."""
-
-    def __init__(self, port: int = 0) -> None:
-        command = [sys.executable, "-m", "orchestrator.cli", "serve", "--backend", "fixed"]
-        command += ["--port", str(port), "--api-key", KEY]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        assert self.process.stdout is not None
-        first = self.process.stdout.readline()
-        assert first.startswith("listening on ws://127.0.0.1:"), first
-        self.url = first.split()[-1]
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-
-
-@contextmanager
-def server_process(port: int = 0) -> Iterator[ServerProcess]:
-    server = ServerProcess(port)
-    try:
-        yield server
-    finally:
-        if server.process.poll() is None:
-            server.kill()
 
 
 async def run_and_kill(
