@@ -70,6 +70,40 @@ class Stats:
     server_errors: int = 0
 
 
+class _Capacity:
+    """A counting limit whose fast path never awaits (no checkpoint per task); waiters are
+    woken in order as slots come back."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiters: deque[anyio.Event] = deque()
+
+    async def acquire(self) -> None:
+        while self.used >= self.limit:
+            event = anyio.Event()
+            self._waiters.append(event)
+            try:
+                await event.wait()
+            except BaseException:
+                # A cancelled waiter that had been woken passes its turn on.
+                if event.is_set() and self.used < self.limit:
+                    self._wake()
+                raise
+        self.used += 1
+
+    def release(self) -> None:
+        self.used -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            event = self._waiters.popleft()
+            if not event.is_set():
+                event.set()
+                return
+
+
 class Pool:
     """Connections to the endpoints and the tasks in flight. See the module docstring."""
 
@@ -90,7 +124,7 @@ class Pool:
         self._clock = clock
         self._timers = timers
         self._rng = rng
-        self._capacity = anyio.Semaphore(config.limits.in_flight, fast_acquire=True)
+        self._capacity = _Capacity(config.limits.in_flight)
         self._handles: dict[str, TaskHandle] = {}
         self._parked: deque[TaskHandle] = deque()
         self._homes: OrderedDict[str, str] = OrderedDict()
@@ -132,8 +166,7 @@ class Pool:
             on_connections |= set(conn.handles)
         assert on_connections <= set(self._handles)
         assert all(not h.done() for h in self._handles.values())
-        live = self.config.limits.in_flight - self._capacity.value
-        assert live == len(self._handles), (live, len(self._handles))
+        assert self._capacity.used == len(self._handles), (self._capacity.used, len(self._handles))
 
     # -- admission --
 

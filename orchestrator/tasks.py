@@ -625,6 +625,9 @@ class TaskHandle:
         for timer in (self.deadline, self.retry):
             if timer is not None:
                 timer.cancel()
+        # A timer's callback refers to this handle: dropping the timers breaks the cycle,
+        # so a finished handle is freed by reference counting, not by the cyclic collector.
+        self.deadline = self.retry = None
         callbacks, self._on_done = self._on_done, []
         for callback in callbacks:
             callback(self)
