@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from protocol.messages import TaskRequest
 
 from .config import Config
-from .errors import InvalidState, OrchestratorError, UsageError
+from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
 from .pool import Pool, Stats
 from .tasks import (
     ControlNetImage,
@@ -223,8 +223,9 @@ class Orchestrator:
         """Run many tasks, at most ``concurrency`` at a time; yield results as they finish.
 
         The source is pulled lazily: at most ``concurrency`` tasks are taken and not yet
-        yielded, so an endless generator is fine. A failed task raises its error (the
-        others are cancelled), or is yielded in place with ``return_exceptions=True``.
+        yielded, so an endless generator is fine. A failed task (or one whose input breaks
+        a rule) raises its error, cancelling the others; with ``return_exceptions=True``
+        the error is yielded in its place instead.
         Leaving the loop early cancels the tasks still running.
         """
         limit = concurrency or self.config.limits.in_flight
@@ -247,7 +248,13 @@ class Orchestrator:
                     except StopAsyncIteration:
                         exhausted = True
                         break
-                    handle = await self._submit(task, None)
+                    try:
+                        handle = await self._submit(task, None)
+                    except LocalProtocolError as exc:  # this task's input broke a rule
+                        if not return_exceptions:
+                            raise
+                        yield exc
+                        continue
                     active.add(handle)
                     handle.add_done_callback(on_done)
                 if not finished:

@@ -330,8 +330,10 @@ async def test_map_raises_the_first_failure_or_yields_it_in_place() -> None:
     bad = str(uuid.uuid4())
     async with harness(fail={bad: (1001, "promptText is too long")}) as h:
         tasks = [TextToImage(prompt="ok"), TextToImage(prompt="bad", task_uuid=bad)]
-        outcomes = [r async for r in h.orch.map(tasks, return_exceptions=True)]
-        assert sorted(type(o).__name__ for o in outcomes) == ["RemoteTaskError", "TaskResult"]
+        invalid = TextToImage(prompt="x", number_results=0)
+        outcomes = [r async for r in h.orch.map([*tasks, invalid], return_exceptions=True)]
+        names = sorted(type(o).__name__ for o in outcomes)
+        assert names == ["LocalProtocolError", "RemoteTaskError", "TaskResult"]
         with pytest.raises(RemoteTaskError):
             async for _ in h.orch.map(tasks):
                 pass
