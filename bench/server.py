@@ -19,12 +19,10 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import orjson
-from websockets.asyncio.client import connect
+from throughput import floor
 
 from orchestrator.server import imaging
 
@@ -60,46 +58,8 @@ def server_process(backend: str) -> Iterator[str]:
 
 async def drive(url: str, total: int, in_flight: int) -> tuple[float, float, float]:
     """Run ``total`` tasks keeping ``in_flight`` outstanding; (tasks/s, p50 ms, p99 ms)."""
-    loop = asyncio.get_running_loop()
-    waiting: dict[str, asyncio.Future[None]] = {}
-    latencies: list[float] = []
-    async with connect(url, max_size=None, compression=None) as ws:
-        await ws.send(orjson.dumps({"newConnection": {"apiKey": KEY}}).decode())
-        await ws.recv()
-
-        async def reader() -> None:
-            async for frame in ws:
-                message = orjson.loads(frame)
-                for image in message.get("newImages", {}).get("images", ()):
-                    future = waiting.pop(image["taskUUID"], None)
-                    if future is not None:
-                        future.set_result(None)
-                if message.get("error"):
-                    raise RuntimeError(f"server error: {message}")
-
-        remaining = [total]
-
-        async def lane() -> None:
-            # Each lane keeps one task in flight until the total is reached.
-            while remaining[0] > 0:
-                remaining[0] -= 1
-                task_uuid = str(uuid.uuid4())
-                future = waiting[task_uuid] = loop.create_future()
-                started = time.perf_counter()
-                body = {"taskUUID": task_uuid, "promptText": "a red fox", "useCache": False}
-                await ws.send(orjson.dumps({"newTask": body}).decode())
-                await future
-                latencies.append(time.perf_counter() - started)
-
-        reading = asyncio.create_task(reader())
-        start = time.perf_counter()
-        await asyncio.gather(*(lane() for _ in range(in_flight)))
-        elapsed = time.perf_counter() - start
-        reading.cancel()
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1e3
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3
-    return total / elapsed, p50, p99
+    run = await floor(url, total, in_flight)  # the minimal client of bench/throughput.py
+    return run.rate, run.percentile(0.5), run.percentile(0.99)
 
 
 def main() -> None:
