@@ -341,7 +341,7 @@ class Connection:
         elif isinstance(event, Progress):
             handle = self.handles.get(event.task_uuid)
             if handle is not None:
-                handle.add_progress(event.step, event.steps, event.preview_base64)
+                handle.add_progress(event)
         elif isinstance(event, TaskFailed):
             handle = self.handles.pop(event.task_uuid, None)
             if handle is not None:

@@ -37,6 +37,7 @@ from protocol.messages import (
     UpscaleGanRequest,
     join_negative_prompt,
 )
+from protocol.session import Progress
 from protocol.tables import TaskType
 
 from .errors import OrchestratorError, TaskCancelled
@@ -409,16 +410,6 @@ class TaskResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Progress:
-    """A step of a running task (the ``progress`` extension)."""
-
-    task_uuid: str
-    step: int
-    steps: int
-    preview_base64: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
 class ImageReady:
     """An image of the task exists; delivered once."""
 
@@ -601,9 +592,9 @@ class TaskHandle:
         if not self._images:
             self._images.append(GeneratedImage.from_reply(reply))
 
-    def add_progress(self, step: int, steps: int, preview: str | None) -> None:
-        """Record a progress step."""
-        self._emit(Progress(self.task_uuid, step, steps, preview))
+    def add_progress(self, progress: Progress) -> None:
+        """Record a progress step (the protocol's event is the public one)."""
+        self._emit(progress)
 
     def finish(self, endpoint: str | None) -> TaskResult:
         """Complete the task with what it received."""
