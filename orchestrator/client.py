@@ -25,6 +25,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from protocol.messages import TaskRequest
+from protocol.session import prepare
 
 from .config import Config
 from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
@@ -185,19 +186,22 @@ class Orchestrator:
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
         pool = self.pool
         if isinstance(task, TaskSpec):
-            request = task.to_request(task.task_uuid or str(uuid.uuid4()))
+            prepared = task.prepare(task.task_uuid or str(uuid.uuid4()))
             refs = task.image_refs()
         else:
-            request, refs = task, request_image_refs(task)
-        handle = TaskHandle(task, request, refs, pool.cancel)
+            prepared, refs = prepare(task), request_image_refs(task)
+        handle = TaskHandle(task, prepared, refs, pool)
         await pool.acquire()
         pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
         return handle
 
     async def run(self, task: Task, *, deadline: float | None = None) -> TaskResult:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
-        async with self.submit(task, deadline=deadline) as handle:
+        handle = await self._submit(task, deadline)
+        try:
             return await handle.result()
+        finally:
+            handle.cancel()  # a no-op once it finished
 
     @overload
     def map(

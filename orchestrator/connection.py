@@ -37,7 +37,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +112,8 @@ class Connection:
         self._transport = transport
         self._clock = clock
         self._rng = rng
-        self._outbox: deque[bytes] = deque()
+        self._outbox: list[bytes] = []
+        self._early: list[bytes] = []
         self._wake = anyio.Event()
         self._silent_intervals = 0
         self._last_frame_at = 0.0
@@ -130,7 +130,7 @@ class Connection:
 
     def send_task(self, handle: TaskHandle) -> None:
         """Register ``handle`` here and queue its frame. The connection must be OPEN."""
-        frame = self.session.send_task(handle.request)
+        frame = self.session.send_task(handle.prepared)
         self.handles[handle.task_uuid] = handle
         handle.connection = self
         self._write(frame)
@@ -215,21 +215,27 @@ class Connection:
             self.endpoint, max_frame=limits.max_frame, compression=self._config.compression
         )
         try:
-            await stream.send(self.session.send_connect())
+            await stream.send([self.session.send_connect()])
             while True:
-                for event in self.session.receive(await stream.receive()):
-                    if isinstance(event, Authenticated):
-                        return stream, event
-                    if isinstance(event, ConnectionFailed):
-                        if event.authentication:
-                            raise AuthenticationError(event.error_id, event.error_message)
-                        raise ConnectError(f"{self.endpoint} refused: {event.error_message}")
-                    self._report(event)
+                frames = await stream.receive()
+                for i, frame in enumerate(frames):
+                    for event in self.session.receive(frame):
+                        if isinstance(event, Authenticated):
+                            self._early = frames[i + 1 :]  # replayed results, read when open
+                            return stream, event
+                        self._refused(event)
         except BaseException:
             self.session.connection_lost()
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
             raise
+
+    def _refused(self, event: Event) -> None:
+        if isinstance(event, ConnectionFailed):
+            if event.authentication:
+                raise AuthenticationError(event.error_id, event.error_message)
+            raise ConnectError(f"{self.endpoint} refused: {event.error_message}")
+        self._report(event)
 
     async def _serve(self, stream: Stream, auth: Authenticated) -> None:
         self._enter(ConnectionState.OPEN)
@@ -274,21 +280,24 @@ class Connection:
         self.pool.stats.resubmitted += len(task_uuids)
 
     async def _read(self, stream: Stream) -> None:
-        receive, dispatch = stream.receive, self._dispatch
+        frames, self._early = self._early, []
+        receive, dispatch, decode = stream.receive, self._dispatch, self.session.receive
         while True:
-            data = await receive()
+            for frame in frames:
+                dispatch(decode(frame))
+            frames = await receive()
             self._silent_intervals = 0
             self._last_frame_at = self._clock.now()
-            dispatch(self.session.receive(data))
 
     async def _write_loop(self, stream: Stream) -> None:
-        outbox = self._outbox
         while self.state is ConnectionState.OPEN:
-            if not outbox:
+            if not self._outbox:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            await stream.send(outbox.popleft())
+            # Everything queued since the last write goes out together.
+            frames, self._outbox = self._outbox, []
+            await stream.send(frames)
 
     async def _heartbeat(self) -> None:
         timeouts = self._config.timeouts

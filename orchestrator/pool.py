@@ -185,7 +185,8 @@ class Pool:
             raise InvalidState(f"taskUUID {handle.task_uuid} is already in flight")
         self._handles[handle.task_uuid] = handle
         self.stats.submitted += 1
-        handle.deadline = self._timers.call_later(timeout, lambda: self._expire(handle, timeout))
+        handle.timeout = timeout
+        handle.deadline = self._timers.call_later(timeout, self._expire, handle)
         self._dispatch(handle)
 
     def _check_usable(self) -> None:
@@ -256,7 +257,7 @@ class Pool:
 
     def on_down(self, conn: Connection) -> None:
         """A connection went down: its tasks wait for it, or move after the failover time."""
-        self._timers.call_later(self.config.timeouts.failover, lambda: self._failover(conn))
+        self._timers.call_later(self.config.timeouts.failover, self._failover, conn)
 
     def _failover(self, conn: Connection) -> None:
         if conn.state is ConnectionState.OPEN or self._closed or not conn.handles:
@@ -288,7 +289,7 @@ class Pool:
             self.stats.retried += 1
             delay = self.config.backoff.delay(handle.retries, self._rng)
             handle.retries += 1
-            handle.retry = self._timers.call_later(delay, lambda: self._retry(handle))
+            handle.retry = self._timers.call_later(delay, self._retry, handle)
             return
         error = RemoteTaskError(
             event.task_uuid, event.error_id, event.error_message, event.error_code
@@ -304,8 +305,8 @@ class Pool:
         """Cancel a task (sends ``cancelTask`` when the server accepted the extension)."""
         self._fail(handle, error)
 
-    def _expire(self, handle: TaskHandle, timeout: float) -> None:
-        message = f"task {handle.task_uuid} passed its {timeout:g} s deadline"
+    def _expire(self, handle: TaskHandle) -> None:
+        message = f"task {handle.task_uuid} passed its {handle.timeout:g} s deadline"
         self._fail(handle, TaskTimeout(message, handle.task_uuid))
 
     def _fail(self, handle: TaskHandle, error: OrchestratorError) -> None:

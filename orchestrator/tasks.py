@@ -14,12 +14,11 @@ A :class:`TaskHandle` follows one submitted task: ``await handle.result()``, or
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-import anyio
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protocol.messages import (
     ControlNet,
@@ -37,7 +36,7 @@ from protocol.messages import (
     UpscaleGanRequest,
     join_negative_prompt,
 )
-from protocol.session import Progress
+from protocol.session import PreparedTask, Progress, prepare
 from protocol.tables import TaskType
 
 from .errors import OrchestratorError, TaskCancelled
@@ -86,6 +85,10 @@ class TaskSpec:
     def to_request(self, task_uuid: str) -> TaskRequest:
         """Build the protocol message. Raises LocalProtocolError naming the broken field."""
         raise NotImplementedError
+
+    def prepare(self, task_uuid: str) -> PreparedTask:
+        """Validate and encode the task for ``task_uuid``, once (what the orchestrator sends)."""
+        return prepare(self.to_request(task_uuid))
 
     def image_refs(self) -> tuple[str, ...]:
         """imageUUIDs this task reads: it must run where those images are."""
@@ -453,52 +456,58 @@ class TaskHandle:
     finished (an exception, a cancellation, a ``break``) cancels the task.
     """
 
+    # Thousands of handles are live at once, so a handle makes few objects: its containers
+    # and its event log exist only once something goes in them, and a waiter is one future.
+    # (The cyclic garbage collector's work grows with the live objects.) The client runs on
+    # asyncio (its transport is an asyncio protocol), so a waiter is an asyncio future.
     __slots__ = (
         "task_uuid",
         "task",
-        "request",
+        "prepared",
         "image_refs",
         "expected",
         "connection",
+        "timeout",
         "deadline",
         "retry",
         "retries",
         "_images",
         "_seen",
         "_texts",
-        "_events",
+        "_log",
         "_result",
         "_error",
-        "_changed",
+        "_waiters",
         "_on_done",
-        "_cancel",
+        "_owner",
     )
 
     def __init__(
         self,
         task: TaskSpec | TaskRequest,
-        request: TaskRequest,
+        prepared: PreparedTask,
         image_refs: tuple[str, ...],
-        cancel: Callable[[TaskHandle, OrchestratorError], None],
+        owner: _Owner,
     ) -> None:
-        self.task_uuid: str = request.task_uuid
+        self.task_uuid: str = prepared.task_uuid
         self.task = task
-        self.request = request
+        self.prepared = prepared
         self.image_refs = image_refs
-        self.expected: int = request.expected_results
+        self.expected: int = prepared.expected
         self.connection: Any = None  # the pool's Connection while in flight there
+        self.timeout = 0.0
         self.deadline: Timer | None = None
         self.retry: Timer | None = None
         self.retries = 0
-        self._images: list[GeneratedImage] = []
-        self._seen: set[str] = set()
-        self._texts: list[str] = []
-        self._events: list[Event] = []
+        self._images: list[GeneratedImage] | None = None
+        self._seen: set[str] | None = None  # only for tasks expecting several results
+        self._texts: list[str] | None = None
+        self._log: list[Event] | None = None  # kept once someone streams events
         self._result: TaskResult | None = None
         self._error: OrchestratorError | None = None
-        self._changed: anyio.Event | None = None
-        self._on_done: list[Callable[[TaskHandle], None]] = []
-        self._cancel = cancel
+        self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
+        self._on_done: list[Callable[[TaskHandle], None]] | None = None
+        self._owner = owner
 
     def __repr__(self) -> str:
         state = "done" if self._result else "failed" if self._error else "running"
@@ -519,8 +528,8 @@ class TaskHandle:
             TaskCancelled: the task was cancelled, or the orchestrator closed.
             AuthenticationError: the server refused the API key.
         """
-        while not self.done():
-            await self._wait_change()
+        while self._result is None and self._error is None:
+            await self._wait()
         return self.result_nowait()
 
     def result_nowait(self) -> TaskResult:
@@ -535,30 +544,34 @@ class TaskHandle:
 
     async def events(self) -> AsyncIterator[Event]:
         """Yield every event of the task from its start, ending with TaskDone or TaskFailed."""
+        log = self._event_log()
         index = 0
         while True:
-            while index < len(self._events):
-                event = self._events[index]
+            while index < len(log):
+                event = log[index]
                 index += 1
                 yield event
                 if isinstance(event, TaskDone | TaskFailed):
                     return
-            await self._wait_change()
+            await self._wait()
 
     @property
     def images(self) -> tuple[GeneratedImage, ...]:
         """The images received so far."""
-        return tuple(self._images)
+        return tuple(self._images or ())
 
     def cancel(self) -> None:
         """Cancel the task (a no-op once it finished); ``result()`` raises TaskCancelled."""
-        if not self.done():
-            self._cancel(self, TaskCancelled(f"task {self.task_uuid} cancelled", self.task_uuid))
+        if self._result is None and self._error is None:
+            error = TaskCancelled(f"task {self.task_uuid} cancelled", self.task_uuid)
+            self._owner.cancel(self, error)
 
     def add_done_callback(self, callback: Callable[[TaskHandle], None]) -> None:
         """Call ``callback(handle)`` when the task finishes (at once if it has)."""
         if self.done():
             callback(self)
+        elif self._on_done is None:
+            self._on_done = [callback]
         else:
             self._on_done.append(callback)
 
@@ -572,64 +585,123 @@ class TaskHandle:
 
     def add_image(self, image: Image) -> bool:
         """Record an image unless already seen; return True when the task has all it needs."""
-        if image.image_uuid not in self._seen and not self.done():
+        if self._result is not None or self._error is not None:
+            return False
+        images = self._images
+        if images is None:
+            images = self._images = []
+            if self.expected > 1:  # a task expecting one image is complete at the first
+                self._seen = set()
+        if self._seen is not None:
+            if image.image_uuid in self._seen:
+                return False
             self._seen.add(image.image_uuid)
-            ready = GeneratedImage.from_wire(image)
-            self._images.append(ready)
+        ready = GeneratedImage.from_wire(image)
+        images.append(ready)
+        if self._log is not None:
             self._emit(ImageReady(self.task_uuid, ready))
-        return len(self._images) >= self.expected
+        return len(images) >= self.expected
 
     def add_text(self, text: str) -> bool:
         """Record a text unless already seen; return True when the task has all it needs."""
-        if text not in self._seen and not self.done():
-            self._seen.add(text)
+        if self._result is not None or self._error is not None:
+            return False
+        if self._texts is None:
+            self._texts = []
+        if text not in self._texts:
             self._texts.append(text)
-            self._emit(TextReady(self.task_uuid, text))
+            if self._log is not None:
+                self._emit(TextReady(self.task_uuid, text))
         return len(self._texts) >= self.expected
 
     def add_reply(self, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> None:
         """Record the image an upload or preprocessing reply names."""
         if not self._images:
-            self._images.append(GeneratedImage.from_reply(reply))
+            self._images = [GeneratedImage.from_reply(reply)]
 
     def add_progress(self, progress: Progress) -> None:
         """Record a progress step (the protocol's event is the public one)."""
+        self._event_log()
         self._emit(progress)
 
     def finish(self, endpoint: str | None) -> TaskResult:
         """Complete the task with what it received."""
         result = TaskResult(
-            self.task_uuid, self.task, tuple(self._images), tuple(self._texts), endpoint
+            self.task_uuid, self.task, self.images, tuple(self._texts or ()), endpoint
         )
         self._result = result
-        self._emit(TaskDone(result))
+        if self._log is not None:
+            self._log.append(TaskDone(result))
         self._settle()
         return result
 
     def fail(self, error: OrchestratorError) -> None:
         """Fail the task with ``error``."""
         self._error = error
-        self._emit(TaskFailed(self.task_uuid, error))
+        if self._log is not None:
+            self._log.append(TaskFailed(self.task_uuid, error))
         self._settle()
 
     def _settle(self) -> None:
         for timer in (self.deadline, self.retry):
             if timer is not None:
                 timer.cancel()
-        # A timer's callback refers to this handle: dropping the timers breaks the cycle,
-        # so a finished handle is freed by reference counting, not by the cyclic collector.
+        # A timer refers to this handle: dropping the timers breaks the cycle, so a
+        # finished handle is freed by reference counting, not by the cyclic collector.
         self.deadline = self.retry = None
-        callbacks, self._on_done = self._on_done, []
-        for callback in callbacks:
+        self._wake()
+        callbacks, self._on_done = self._on_done, None
+        for callback in callbacks or ():
             callback(self)
 
-    def _emit(self, event: Event) -> None:
-        self._events.append(event)
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
+    def _event_log(self) -> list[Event]:
+        # Events are kept only once someone streams them (or a progress event, which
+        # nothing else records, arrives); until then the log is rebuilt from the results.
+        if self._log is None:
+            log: list[Event] = [ImageReady(self.task_uuid, i) for i in self._images or ()]
+            log += [TextReady(self.task_uuid, t) for t in self._texts or ()]
+            if self._result is not None:
+                log.append(TaskDone(self._result))
+            elif self._error is not None:
+                log.append(TaskFailed(self.task_uuid, self._error))
+            self._log = log
+        return self._log
 
-    async def _wait_change(self) -> None:
-        if self._changed is None:
-            self._changed = anyio.Event()
-        await self._changed.wait()
+    def _emit(self, event: Event) -> None:
+        assert self._log is not None
+        self._log.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters is None:
+            return
+        for waiter in waiters if isinstance(waiters, list) else (waiters,):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = waiter
+        elif isinstance(waiters, list):
+            waiters.append(waiter)
+        else:
+            self._waiters = [waiters, waiter]
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None:  # cancelled before a wake: leave nothing behind
+                self._forget_waiter(waiter)
+
+    def _forget_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters
+        if waiters is waiter:
+            self._waiters = None
+        elif isinstance(waiters, list) and waiter in waiters:
+            waiters.remove(waiter)
+
+
+class _Owner(Protocol):
+    def cancel(self, handle: TaskHandle, error: OrchestratorError) -> None: ...

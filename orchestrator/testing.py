@@ -26,7 +26,7 @@ import itertools
 import math
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -120,18 +120,24 @@ class _Endpoint:
         self._outgoing = outgoing
         self._incoming = incoming
 
-    async def send(self, frame: bytes) -> None:
+    async def send(self, frames: Sequence[bytes]) -> None:
         try:
-            self._outgoing.send_nowait(frame)
+            for frame in frames:
+                self._outgoing.send_nowait(frame)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
             raise ConnectionClosed("the memory socket is closed") from exc
         await anyio.lowlevel.checkpoint()
 
-    async def receive(self) -> bytes:
+    async def receive(self) -> list[bytes]:
         try:
-            return await self._incoming.receive()
+            frames = [await self._incoming.receive()]
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
             raise ConnectionClosed("the memory socket is closed") from exc
+        while True:  # and whatever else already arrived, like a socket's read
+            try:
+                frames.append(self._incoming.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return frames
 
     async def aclose(self) -> None:
         self.close()
@@ -342,10 +348,9 @@ class FakeServer:
     async def _serve(self, conn: FakeConnection) -> None:
         try:
             while True:
-                data = await conn._endpoint.receive()
-                if conn.frozen:
-                    continue
-                self._handle(conn, data)
+                for data in await conn._endpoint.receive():
+                    if not conn.frozen:
+                        self._handle(conn, data)
                 self._changed.set()
         except ConnectionClosed:
             conn.drop()

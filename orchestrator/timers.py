@@ -16,7 +16,7 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -24,6 +24,7 @@ from anyio.abc import TaskStatus
 __all__ = ["Clock", "SystemClock", "Timer", "Timers", "race_timeout"]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 class Clock(Protocol):
@@ -55,16 +56,25 @@ class SystemClock:
 class Timer:
     """A callback due at a time; :meth:`cancel` makes it a no-op."""
 
-    __slots__ = ("when", "callback", "cancelled")
+    # A timer holds its callback's argument instead of a closure: one object per timer,
+    # not four, which matters to the cyclic collector with thousands of deadlines live.
+    __slots__ = ("when", "callback", "arg", "cancelled", "_owner")
 
-    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, when: float, callback: Callable[[Any], None], arg: Any, owner: Timers | None = None
+    ) -> None:
         self.when = when
         self.callback = callback
+        self.arg = arg
         self.cancelled = False
+        self._owner = owner
 
     def cancel(self) -> None:
         """Do not run the callback (idempotent)."""
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            if self._owner is not None:
+                self._owner._on_cancel()
 
 
 class Timers:
@@ -80,9 +90,9 @@ class Timers:
     def __len__(self) -> int:
         return len(self._heap) - self._cancelled
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
-        """Run ``callback`` after ``delay`` seconds; return a handle to cancel it."""
-        timer = _CountedTimer(self._clock.now() + delay, callback, self)
+    def call_later(self, delay: float, callback: Callable[[A], None], arg: A) -> Timer:
+        """Run ``callback(arg)`` after ``delay`` seconds; return a handle to cancel it."""
+        timer = Timer(self._clock.now() + delay, callback, arg, self)
         if not self._heap or timer.when < self._heap[0][0]:
             self._wakeup.set()  # the loop sleeps until a later time; let it look again
         heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
@@ -103,7 +113,7 @@ class Timers:
                 self._cancelled -= 1
                 continue
             timer.cancelled = True  # fired: a later cancel() must not count it again
-            timer.callback()
+            timer.callback(timer.arg)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Fire timers as they fall due, until cancelled."""
@@ -116,19 +126,6 @@ class Timers:
                 continue
             delay = self._heap[0][0] - self._clock.now()
             await _first_of(partial(self._clock.sleep, max(delay, 0.0)), self._wakeup.wait)
-
-
-class _CountedTimer(Timer):
-    __slots__ = ("_owner",)
-
-    def __init__(self, when: float, callback: Callable[[], None], owner: Timers) -> None:
-        super().__init__(when, callback)
-        self._owner = owner
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            self._owner._on_cancel()
 
 
 async def _first_of(*waits: Callable[[], Awaitable[None]]) -> None:

@@ -55,6 +55,7 @@ from .session import (
     FrameRejected,
     ImageReceived,
     PongReceived,
+    PreparedTask,
     Progress,
     ServerError,
     Session,
@@ -63,6 +64,7 @@ from .session import (
     TaskFailed,
     TextReceived,
     UnknownTask,
+    prepare,
 )
 
 __all__ = [
@@ -115,6 +117,7 @@ __all__ = [
     "FrameRejected",
     "ImageReceived",
     "PongReceived",
+    "PreparedTask",
     "Progress",
     "ServerError",
     "Session",
@@ -123,4 +126,5 @@ __all__ = [
     "TaskFailed",
     "TextReceived",
     "UnknownTask",
+    "prepare",
 ]

@@ -60,8 +60,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
 
 from .codec import decode_from_server, encode
 from .errors import InvalidState, LocalProtocolError, RemoteProtocolError
@@ -98,6 +98,7 @@ __all__ = [
     "FrameRejected",
     "ImageReceived",
     "PongReceived",
+    "PreparedTask",
     "Progress",
     "ServerError",
     "Session",
@@ -106,6 +107,7 @@ __all__ = [
     "TaskFailed",
     "TextReceived",
     "UnknownTask",
+    "prepare",
 ]
 
 #: Extensions this package understands (DESIGN section 3).
@@ -251,14 +253,50 @@ Event = (
 _IMAGES, _TEXTS, _UPLOAD, _PREPROCESS = "images", "texts", "upload", "preprocess"
 
 
+class PreparedTask(NamedTuple):
+    """A task encoded once: its frame and what completes it (see :func:`prepare`).
+
+    Flat and immutable: the frame is what is sent, and sent again after a
+    disconnect, without building or serialising a message a second time.
+    """
+
+    task_uuid: str
+    frame: bytes
+    expects: str  # which result messages complete it: "images", "texts", "upload", "preprocess"
+    expected: int  # how many distinct results (images or texts) complete it
+
+
+def prepare(task: TaskRequest) -> PreparedTask:
+    """Encode a task request for :meth:`Session.send_task`."""
+    return PreparedTask(task.task_uuid, encode(task), _result_kind(task), task.expected_results)
+
+
 @dataclass(slots=True)
 class _Pending:
+    # Few objects per pending task: with thousands in flight, each one is work for the
+    # cyclic garbage collector. The containers exist once results arrive.
     frame: bytes  # exactly what was sent, to send again after a disconnect
     kind: str  # which result messages complete it
     expected: int
-    seen: set[str] = field(default_factory=set)
-    images: list[Image] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    results: list[Any] | None = None  # images or texts, in order
+    seen: set[str] | None = None  # imageUUIDs or texts received (only when expecting several)
+
+    def add(self, key: str, result: Any) -> bool:
+        """Record a result unless it was seen; return False for a duplicate."""
+        if self.results is None:
+            self.results = [result]
+            if self.expected > 1:
+                self.seen = {key}
+            return True
+        if self.seen is None or key in self.seen:
+            return False  # a task expecting one result is complete at the first
+        self.seen.add(key)
+        self.results.append(result)
+        return True
+
+    @property
+    def count(self) -> int:
+        return 0 if self.results is None else len(self.results)
 
 
 def _result_kind(task: TaskRequest) -> str:
@@ -322,10 +360,7 @@ class Session:
     def remaining(self, task_uuid: str) -> int:
         """How many more results a pending task needs (0 if it is not pending)."""
         pending = self._pending.get(task_uuid)
-        if pending is None:
-            return 0
-        received = len(pending.images) + len(pending.texts)
-        return pending.expected - received
+        return 0 if pending is None else pending.expected - pending.count
 
     def outstanding(self) -> list[str]:
         """Pending tasks whose results have not all arrived, in the order they were sent."""
@@ -345,19 +380,22 @@ class Session:
         self._state = SessionState.AUTHENTICATING
         return frame
 
-    def send_task(self, task: TaskRequest) -> bytes:
-        """Register a task as pending and return its frame.
+    def send_task(self, task: TaskRequest | PreparedTask) -> bytes:
+        """Register a task (a request, or one :func:`prepare` encoded) as pending; return
+        its frame.
 
         Raises:
             InvalidState: the session is not OPEN.
             LocalProtocolError: a task with this taskUUID is already pending.
         """
-        self._expect(SessionState.OPEN, doing="send a task")
-        if task.task_uuid in self._pending:
-            raise LocalProtocolError(f"taskUUID {task.task_uuid} is already pending")
-        frame = encode(task)
-        self._pending[task.task_uuid] = _Pending(frame, _result_kind(task), task.expected_results)
-        return frame
+        if self._state is not SessionState.OPEN:
+            self._expect(SessionState.OPEN, doing="send a task")
+        prepared = task if isinstance(task, PreparedTask) else prepare(task)
+        task_uuid = prepared.task_uuid
+        if task_uuid in self._pending:
+            raise LocalProtocolError(f"taskUUID {task_uuid} is already pending")
+        self._pending[task_uuid] = _Pending(prepared.frame, prepared.expects, prepared.expected)
+        return prepared.frame
 
     def resend_task(self, task_uuid: str) -> bytes:
         """Return the frame of a pending task again, to resubmit it after a resume.
@@ -454,12 +492,10 @@ class Session:
         events: list[Event] = []
         for image in images:
             pending = self._matching(image.task_uuid, _IMAGES, name, events)
-            if pending is None or image.image_uuid in pending.seen:
+            if pending is None or not pending.add(image.image_uuid, image):
                 continue
-            pending.seen.add(image.image_uuid)
-            pending.images.append(image)
             events.append(ImageReceived(image.task_uuid, image, total))
-            if len(pending.images) >= pending.expected:
+            if pending.count >= pending.expected:
                 events.append(self._complete(image.task_uuid))
         return events
 
@@ -467,12 +503,10 @@ class Session:
         events: list[Event] = []
         for item in texts:
             pending = self._matching(item.task_uuid, _TEXTS, name, events)
-            if pending is None or item.text in pending.seen:
+            if pending is None or not pending.add(item.text, item.text):
                 continue
-            pending.seen.add(item.text)
-            pending.texts.append(item.text)
             events.append(TextReceived(item.task_uuid, item.text))
-            if len(pending.texts) >= pending.expected:
+            if pending.count >= pending.expected:
                 events.append(self._complete(item.task_uuid))
         return events
 
@@ -520,7 +554,10 @@ class Session:
         self, task_uuid: str, reply: NewUploadedImageUUID | PreProcessControlNetResult | None = None
     ) -> TaskCompleted:
         pending = self._pending.pop(task_uuid)
-        return TaskCompleted(task_uuid, tuple(pending.images), tuple(pending.texts), reply)
+        results = tuple(pending.results or ())
+        if pending.kind == _TEXTS:
+            return TaskCompleted(task_uuid, (), results, reply)
+        return TaskCompleted(task_uuid, results, (), reply)
 
     def _expect(self, *states: SessionState, doing: str) -> None:
         if self._state not in states:

@@ -304,10 +304,12 @@ async def test_queue_full_is_back_pressure_retried_after_a_backoff() -> None:
 async def test_progress_then_images_then_done() -> None:
     async with harness(progress_steps=3) as h:
         async with h.orch.submit(TextToImage(prompt="p", number_results=2)) as handle:
-            kinds = [type(e).__name__ async for e in handle.events()]
+            events = [e async for e in handle.events()]
+        kinds = [type(e).__name__ for e in events]
         assert kinds == ["Progress"] * 3 + ["ImageReady"] * 2 + ["TaskDone"]
-        steps = [e.step for e in handle._events if isinstance(e, Progress)]
-        assert steps == [1, 2, 3]
+        assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3]
+        replayed = [e async for e in handle.events()]  # from the start, after the end
+        assert replayed == events
 
 
 async def test_bad_input_is_refused_before_anything_is_sent() -> None:
@@ -344,7 +346,9 @@ async def test_closing_cancels_live_tasks_with_the_cause() -> None:
         handle = await h.orch.submit(TextToImage(prompt="never"))
         async with h.orch.submit(TextToImage(prompt="events")) as streaming:
             pass
-    assert isinstance(streaming._events[-1], TaskFailed)
+    events = [e async for e in streaming.events()]  # streamed after it ended: still all
+    assert len(events) == 1 and isinstance(events[0], TaskFailed)
+    assert isinstance(events[0].error, TaskCancelled)
     with pytest.raises(TaskCancelled) as caught:
         await handle.result()
     assert isinstance(caught.value.__cause__, InvalidState)
