@@ -223,7 +223,7 @@ class _Link(asyncio.Protocol):
         if self._transport is None or self._lost.done():
             return
         try:
-            self._ws.send_close()
+            self._ws.send_close(1000)
         except InvalidState:
             pass  # closing already, or never opened
         self._flush()
