@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from protocol.codec import PreparedTask, prepare
+from protocol.fastpath import prepare_text_to_image
 from protocol.messages import (
     ControlNet,
     Image,
@@ -36,7 +38,7 @@ from protocol.messages import (
     UpscaleGanRequest,
     join_negative_prompt,
 )
-from protocol.session import PreparedTask, Progress, prepare
+from protocol.session import Progress
 from protocol.tables import TaskType
 
 from .errors import OrchestratorError, TaskCancelled
@@ -121,36 +123,52 @@ class _Generation(TaskSpec):
     _task_type = TaskType.TEXT_TO_IMAGE
 
     def _fields(self) -> dict[str, Any]:
-        return _set(
-            prompt_text=join_negative_prompt(self.prompt, self.negative_prompt),
-            number_results=self.number_results,
-            model_id=self.model,
-            size_id=self.size_id,
-            steps=self.steps,
-            g_scale=self.guidance,
-            seed=self.seed,
-            scheduler_id=self.scheduler_id,
-            style_id=self.style_id,
-            clip_skip=self.clip_skip,
-            prompt_language_id=self.language_id,
-            use_cache=self.use_cache,
-            save_to_cache=self.save_to_cache,
-            offset=self.offset,
-            check_nsfw=self.check_nsfw,
-            use_prompt_weighting=self.prompt_weighting,
-            upload_endpoint=self.upload_endpoint,
-            lora=self.loras,
-            return_base64_image=self.return_base64,
-        )
+        # Wire names, and only what the user set: the server's defaults apply to the rest.
+        fields = {
+            "promptText": join_negative_prompt(self.prompt, self.negative_prompt),
+            "numberResults": self.number_results,
+        }
+        for wire_name, attribute in _GENERATION_FIELDS:
+            value = getattr(self, attribute)
+            if value is not None:
+                fields[wire_name] = value
+        return fields
 
     def to_request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newTask`` message."""
         return NewTask(task_uuid=task_uuid, task_type=self._task_type, **self._fields())
 
 
+_GENERATION_FIELDS = (
+    ("modelId", "model"),
+    ("sizeId", "size_id"),
+    ("steps", "steps"),
+    ("gScale", "guidance"),
+    ("seed", "seed"),
+    ("schedulerId", "scheduler_id"),
+    ("styleId", "style_id"),
+    ("clipSkip", "clip_skip"),
+    ("promptLanguageId", "language_id"),
+    ("useCache", "use_cache"),
+    ("saveToCache", "save_to_cache"),
+    ("offset", "offset"),
+    ("checkNsfw", "check_nsfw"),
+    ("usePromptWeighting", "prompt_weighting"),
+    ("uploadEndpoint", "upload_endpoint"),
+    ("lora", "loras"),
+    ("returnBase64Image", "return_base64"),
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextToImage(_Generation):
     """Generate ``number_results`` images from a prompt (taskType 1)."""
+
+    def prepare(self, task_uuid: str) -> PreparedTask:
+        """Validate and encode the task; the common case skips building the model."""
+        body = {"taskUUID": task_uuid, "taskType": TaskType.TEXT_TO_IMAGE, **self._fields()}
+        prepared = prepare_text_to_image(body)
+        return prepare(self.to_request(task_uuid)) if prepared is None else prepared
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,7 +182,7 @@ class ImageToImage(_Generation):
 
     def _fields(self) -> dict[str, Any]:
         return _Generation._fields(self) | _set(
-            image_initiator_uuid=self.init_image_uuid, strength=self.strength
+            imageInitiatorUUID=self.init_image_uuid, strength=self.strength
         )
 
     def image_refs(self) -> tuple[str, ...]:
@@ -183,8 +201,8 @@ class Inpaint(_Generation):
 
     def _fields(self) -> dict[str, Any]:
         return _Generation._fields(self) | _set(
-            image_initiator_uuid=self.init_image_uuid,
-            image_mask_initiator_uuid=self.mask_image_uuid,
+            imageInitiatorUUID=self.init_image_uuid,
+            imageMaskInitiatorUUID=self.mask_image_uuid,
         )
 
     def image_refs(self) -> tuple[str, ...]:
@@ -206,8 +224,8 @@ class ControlNetImage(_Generation):
         if self.init_image_uuid is not None:
             task_type = TaskType.CONTROLNET_IMAGE_TO_IMAGE
         extra = _set(
-            control_net=self.control_net,
-            image_initiator_uuid=self.init_image_uuid,
+            controlNet=self.control_net,
+            imageInitiatorUUID=self.init_image_uuid,
             strength=self.strength,
         )
         return NewTask(task_uuid=task_uuid, task_type=task_type, **(self._fields() | extra))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -51,6 +51,7 @@ from .messages import (
     ReverseClip,
     ReverseImageClip,
     ServerMessage,
+    TaskRequest,
     UpscaleGanRequest,
     UpscaleGanResult,
 )
@@ -58,10 +59,18 @@ from .validation import field_errors
 
 __all__ = [
     "CLIENT_MESSAGE_NAMES",
+    "IMAGES",
+    "PREPROCESS",
+    "TEXTS",
+    "UPLOAD",
+    "PreparedTask",
+    "prepare",
     "decode",
     "decode_from_client",
     "decode_from_server",
     "encode",
+    "loads",
+    "server_message",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -135,12 +144,54 @@ def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# -- prepared tasks ------------------------------------------------------------------------
+
+#: What completes a task (:attr:`PreparedTask.expects`).
+IMAGES: Final = "images"  # numberResults distinct images
+TEXTS: Final = "texts"  # captions or enhanced prompts
+UPLOAD: Final = "upload"  # the newUploadedImageUUID reply
+PREPROCESS: Final = "preprocess"  # the newPreProcessControlNet reply
+
+
+class PreparedTask(NamedTuple):
+    """A task encoded once: its frame and what completes it (see :func:`prepare`).
+
+    Flat and immutable: the frame is what is sent, and sent again after a
+    disconnect, without building or serialising a message a second time.
+    """
+
+    task_uuid: str
+    frame: bytes
+    expects: str  # IMAGES, TEXTS, UPLOAD or PREPROCESS
+    expected: int  # how many distinct results (images or texts) complete it
+
+
+def prepare(task: TaskRequest) -> PreparedTask:
+    """Encode a task request once, for :meth:`protocol.session.Session.send_task`."""
+    return PreparedTask(task.task_uuid, encode(task), _expects(task), task.expected_results)
+
+
+def _expects(task: TaskRequest) -> str:
+    if isinstance(task, NewImageUpload):
+        return UPLOAD
+    if isinstance(task, PreProcessControlNetRequest):
+        return PREPROCESS
+    if isinstance(task, ReverseImageClip | PromptEnhance):
+        return TEXTS
+    return IMAGES
+
+
 # -- decoding ------------------------------------------------------------------------------
 
 
 def decode_from_server(data: bytes | str) -> ServerMessage:
     """Decode a frame a server sent (what a client reads). Raises ``RemoteProtocolError``."""
-    obj = _loads(data)
+    return server_message(loads(data), data)
+
+
+def server_message(obj: dict[str, Any], data: bytes | str) -> ServerMessage:
+    """The message of a frame a server sent, already parsed by :func:`loads` from ``data``.
+    Raises ``RemoteProtocolError``."""
     if "error" in obj:
         return _validate(ErrorMessage, obj, data, "error")
     name, body = _single_key(obj)
@@ -152,7 +203,7 @@ def decode_from_server(data: bytes | str) -> ServerMessage:
 
 def decode_from_client(data: bytes | str) -> ClientMessage:
     """Decode a frame a client sent (what a server reads). Raises ``RemoteProtocolError``."""
-    obj = _loads(data)
+    obj = loads(data)
     name, body = _single_key(obj)
     cls = _FROM_CLIENT.get(name)
     if cls is None:
@@ -162,7 +213,7 @@ def decode_from_client(data: bytes | str) -> ClientMessage:
 
 def decode(data: bytes | str) -> Message:
     """Decode a frame of either direction, telling shared names apart by their fields."""
-    obj = _loads(data)
+    obj = loads(data)
     if "error" in obj:
         return _validate(ErrorMessage, obj, data, "error")
     name, body = _single_key(obj)
@@ -177,7 +228,8 @@ def decode(data: bytes | str) -> Message:
     return _body(cls, name, body, data)
 
 
-def _loads(data: bytes | str) -> dict[str, Any]:
+def loads(data: bytes | str) -> dict[str, Any]:
+    """Parse a frame into its JSON object. Raises ``RemoteProtocolError``."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:

@@ -61,10 +61,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
-from .codec import decode_from_server, encode
+from .codec import (
+    IMAGES,
+    PREPROCESS,
+    TEXTS,
+    UPLOAD,
+    PreparedTask,
+    encode,
+    loads,
+    prepare,
+    server_message,
+)
 from .errors import InvalidState, LocalProtocolError, RemoteProtocolError
+from .fastpath import read_images
 from .messages import (
     CancelTask,
     ErrorMessage,
@@ -72,18 +83,14 @@ from .messages import (
     NewConnection,
     NewConnectionSessionUUID,
     NewImages,
-    NewImageUpload,
     NewProgress,
     NewUploadedImageUUID,
     Ping,
     Pong,
-    PreProcessControlNetRequest,
     PreProcessControlNetResult,
-    PromptEnhance,
     PromptEnhancer,
     RemoveBackgroundResult,
     ReverseClip,
-    ReverseImageClip,
     ServerMessage,
     TaskRequest,
     Text,
@@ -250,26 +257,6 @@ Event = (
 
 # -- pending tasks -------------------------------------------------------------------------
 
-_IMAGES, _TEXTS, _UPLOAD, _PREPROCESS = "images", "texts", "upload", "preprocess"
-
-
-class PreparedTask(NamedTuple):
-    """A task encoded once: its frame and what completes it (see :func:`prepare`).
-
-    Flat and immutable: the frame is what is sent, and sent again after a
-    disconnect, without building or serialising a message a second time.
-    """
-
-    task_uuid: str
-    frame: bytes
-    expects: str  # which result messages complete it: "images", "texts", "upload", "preprocess"
-    expected: int  # how many distinct results (images or texts) complete it
-
-
-def prepare(task: TaskRequest) -> PreparedTask:
-    """Encode a task request for :meth:`Session.send_task`."""
-    return PreparedTask(task.task_uuid, encode(task), _result_kind(task), task.expected_results)
-
 
 @dataclass(slots=True)
 class _Pending:
@@ -297,16 +284,6 @@ class _Pending:
     @property
     def count(self) -> int:
         return 0 if self.results is None else len(self.results)
-
-
-def _result_kind(task: TaskRequest) -> str:
-    if isinstance(task, NewImageUpload):
-        return _UPLOAD
-    if isinstance(task, PreProcessControlNetRequest):
-        return _PREPROCESS
-    if isinstance(task, ReverseImageClip | PromptEnhance):
-        return _TEXTS
-    return _IMAGES
 
 
 # -- the session ---------------------------------------------------------------------------
@@ -448,7 +425,11 @@ class Session:
         """
         self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="receive")
         try:
-            message = decode_from_server(data)
+            obj = loads(data)
+            images = read_images(obj)  # the hot path: most frames are plain newImages
+            if images is not None:
+                return self._on_images(NewImages.wire_name, images, None)
+            message = server_message(obj, data)
         except RemoteProtocolError as exc:
             return [FrameRejected(exc)]
         return self._dispatch(message)
@@ -491,7 +472,7 @@ class Session:
     def _on_images(self, name: str, images: tuple[Image, ...], total: int | None) -> list[Event]:
         events: list[Event] = []
         for image in images:
-            pending = self._matching(image.task_uuid, _IMAGES, name, events)
+            pending = self._matching(image.task_uuid, IMAGES, name, events)
             if pending is None or not pending.add(image.image_uuid, image):
                 continue
             events.append(ImageReceived(image.task_uuid, image, total))
@@ -502,7 +483,7 @@ class Session:
     def _on_texts(self, name: str, texts: tuple[Text, ...]) -> list[Event]:
         events: list[Event] = []
         for item in texts:
-            pending = self._matching(item.task_uuid, _TEXTS, name, events)
+            pending = self._matching(item.task_uuid, TEXTS, name, events)
             if pending is None or not pending.add(item.text, item.text):
                 continue
             events.append(TextReceived(item.task_uuid, item.text))
@@ -512,7 +493,7 @@ class Session:
 
     def _on_reply(self, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> list[Event]:
         events: list[Event] = []
-        kind = _UPLOAD if isinstance(reply, NewUploadedImageUUID) else _PREPROCESS
+        kind = UPLOAD if isinstance(reply, NewUploadedImageUUID) else PREPROCESS
         if self._matching(reply.task_uuid, kind, reply.wire_name, events) is not None:
             events.append(self._complete(reply.task_uuid, reply))
         return events
@@ -555,7 +536,7 @@ class Session:
     ) -> TaskCompleted:
         pending = self._pending.pop(task_uuid)
         results = tuple(pending.results or ())
-        if pending.kind == _TEXTS:
+        if pending.kind == TEXTS:
             return TaskCompleted(task_uuid, (), results, reply)
         return TaskCompleted(task_uuid, results, (), reply)
 

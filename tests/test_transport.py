@@ -209,6 +209,10 @@ async def test_close_gives_up_on_a_peer_that_never_answers() -> None:
     eof = anyio.Event()
 
     async def mute(client: anyio.abc.SocketStream) -> None:
+        async with client:
+            await answer_then_ignore(client)
+
+    async def answer_then_ignore(client: anyio.abc.SocketStream) -> None:
         request = b""
         while b"\r\n\r\n" not in request:
             request += await client.receive()
