@@ -7,7 +7,6 @@ when no endpoint is given, an embedded reference server on 127.0.0.1.
 from __future__ import annotations
 
 import random
-import uuid
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -44,6 +43,7 @@ from .tasks import (
     TextToImage,
     UploadImage,
     Upscale,
+    new_task_uuid,
     request_image_refs,
 )
 from .timers import Clock, SystemClock, Timers
@@ -186,7 +186,7 @@ class Orchestrator:
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
         pool = self.pool
         if isinstance(task, TaskSpec):
-            prepared = task.prepare(task.task_uuid or str(uuid.uuid4()))
+            prepared = task.prepare(task.task_uuid or new_task_uuid())
             refs = task.image_refs()
         else:
             prepared, refs = prepare(task), request_image_refs(task)
@@ -199,7 +199,13 @@ class Orchestrator:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
         handle = await self._submit(task, deadline)
         try:
-            return await handle.result()
+            while not handle.done():  # handle.result(), without two coroutines per task
+                waiter = handle._waiter()
+                try:
+                    await waiter
+                finally:
+                    handle._unwait(waiter)
+            return handle.result_nowait()
         finally:
             handle.cancel()  # a no-op once it finished
 

@@ -130,6 +130,7 @@ class Pool:
         self._homes: OrderedDict[str, str] = OrderedDict()
         self._remember = len(set(endpoints)) > 1  # one endpoint holds every image
         self._closed = False
+        self._on_deadline = self._expire  # bound once: one object less per live task
         wanted = config.extensions
         self.connections = [
             Connection(
@@ -186,7 +187,7 @@ class Pool:
         self._handles[handle.task_uuid] = handle
         self.stats.submitted += 1
         handle.timeout = timeout
-        handle.deadline = self._timers.call_later(timeout, self._expire, handle)
+        handle.deadline = self._timers.call_later(timeout, self._on_deadline, handle)
         self._dispatch(handle)
 
     def _check_usable(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -347,6 +348,14 @@ class PreprocessControlNet(TaskSpec):
     def image_refs(self) -> tuple[str, ...]:
         """The guide image, when given by imageUUID."""
         return (self.guide_image_uuid,) if self.guide_image_uuid else ()
+
+
+def new_task_uuid() -> str:
+    """A random UUIDv4 string, as ``str(uuid.uuid4())`` gives, at half the cost."""
+    # The same 16 bytes from the operating system's generator, formatted directly rather
+    # than through a UUID object; the version nibble is 4 and the variant bits are 10.
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def request_image_refs(request: TaskRequest) -> tuple[str, ...]:
@@ -699,6 +708,14 @@ class TaskHandle:
                 waiter.set_result(None)
 
     async def _wait(self) -> None:
+        waiter = self._waiter()
+        try:
+            await waiter
+        finally:
+            self._unwait(waiter)
+
+    def _waiter(self) -> asyncio.Future[None]:
+        """A future the next change resolves. Pass it to :meth:`_unwait` once awaited."""
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiters = self._waiters
         if waiters is None:
@@ -707,11 +724,11 @@ class TaskHandle:
             waiters.append(waiter)
         else:
             self._waiters = [waiters, waiter]
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None:  # cancelled before a wake: leave nothing behind
-                self._forget_waiter(waiter)
+        return waiter
+
+    def _unwait(self, waiter: asyncio.Future[None]) -> None:
+        if self._waiters is not None:  # cancelled before a wake: leave nothing behind
+            self._forget_waiter(waiter)
 
     def _forget_waiter(self, waiter: asyncio.Future[None]) -> None:
         waiters = self._waiters
