@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import operator
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -129,8 +130,7 @@ class _Generation(TaskSpec):
             "promptText": join_negative_prompt(self.prompt, self.negative_prompt),
             "numberResults": self.number_results,
         }
-        for wire_name, attribute in _GENERATION_FIELDS:
-            value = getattr(self, attribute)
+        for wire_name, value in zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True):
             if value is not None:
                 fields[wire_name] = value
         return fields
@@ -159,6 +159,8 @@ _GENERATION_FIELDS = (
     ("lora", "loras"),
     ("returnBase64Image", "return_base64"),
 )
+_GENERATION_WIRE_NAMES = tuple(wire_name for wire_name, _ in _GENERATION_FIELDS)
+_generation_values = operator.attrgetter(*(attribute for _, attribute in _GENERATION_FIELDS))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -53,28 +53,32 @@ class SystemClock:
         await anyio.sleep(seconds)
 
 
-class Timer:
-    """A callback due at a time; :meth:`cancel` makes it a no-op."""
+class Timer(list[Any]):
+    """A callback due at a time; :meth:`cancel` makes it a no-op.
 
-    # A timer holds its callback's argument instead of a closure: one object per timer,
-    # not four, which matters to the cyclic collector with thousands of deadlines live.
-    __slots__ = ("when", "callback", "arg", "cancelled", "_owner")
+    A timer is its own heap entry, ``[when, seq, callback, arg, owner]``, compared as a
+    list (by time, then by order of creation), and holds its callback's argument rather
+    than a closure: one object per timer, which matters to the cyclic garbage collector
+    with thousands of deadlines live. A cancelled or fired timer has no callback.
+    """
 
-    def __init__(
-        self, when: float, callback: Callable[[Any], None], arg: Any, owner: Timers | None = None
-    ) -> None:
-        self.when = when
-        self.callback = callback
-        self.arg = arg
-        self.cancelled = False
-        self._owner = owner
+    __slots__ = ()
+
+    @property
+    def when(self) -> float:
+        """When the callback is due, on the clock of the :class:`Timers` that made it."""
+        return float(self[0])
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether it was cancelled or has fired."""
+        return self[2] is None
 
     def cancel(self) -> None:
         """Do not run the callback (idempotent)."""
-        if not self.cancelled:
-            self.cancelled = True
-            if self._owner is not None:
-                self._owner._on_cancel()
+        if self[2] is not None:
+            self[2] = self[3] = None  # and drop the argument: it may be a large object
+            self[4]._on_cancel()
 
 
 class Timers:
@@ -82,7 +86,7 @@ class Timers:
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
-        self._heap: list[tuple[float, int, Timer]] = []
+        self._heap: list[Timer] = []
         self._seq = itertools.count()
         self._wakeup = anyio.Event()
         self._cancelled = 0
@@ -92,28 +96,33 @@ class Timers:
 
     def call_later(self, delay: float, callback: Callable[[A], None], arg: A) -> Timer:
         """Run ``callback(arg)`` after ``delay`` seconds; return a handle to cancel it."""
-        timer = Timer(self._clock.now() + delay, callback, arg, self)
-        if not self._heap or timer.when < self._heap[0][0]:
+        when = self._clock.now() + delay
+        timer = Timer((when, next(self._seq), callback, arg, self))
+        heap = self._heap
+        if not heap or when < heap[0][0]:
             self._wakeup.set()  # the loop sleeps until a later time; let it look again
-        heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
+        heapq.heappush(heap, timer)
         return timer
 
     def _on_cancel(self) -> None:
         self._cancelled += 1
         if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if not entry[2].cancelled]
+            self._heap = [timer for timer in self._heap if timer[2] is not None]
             heapq.heapify(self._heap)
             self._cancelled = 0
 
     def _run_due(self) -> None:
         now = self._clock.now()
-        while self._heap and self._heap[0][0] <= now:
-            timer = heapq.heappop(self._heap)[2]
-            if timer.cancelled:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)
+            callback, arg = timer[2], timer[3]
+            if callback is None:
                 self._cancelled -= 1
                 continue
-            timer.cancelled = True  # fired: a later cancel() must not count it again
-            timer.callback(timer.arg)
+            timer[2] = timer[3] = None  # fired: a later cancel() must not count it again
+            callback(arg)
+            heap = self._heap  # a callback may have cancelled enough to compact it
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Fire timers as they fall due, until cancelled."""

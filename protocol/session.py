@@ -258,12 +258,15 @@ Event = (
 # -- pending tasks -------------------------------------------------------------------------
 
 
+# A pending task is its PreparedTask until its first result arrives, then a _Pending that
+# also keeps the results: with thousands of tasks in flight, every object per task is work
+# for the cyclic garbage collector, and most tasks complete with their first result.
+
+
 @dataclass(slots=True)
 class _Pending:
-    # Few objects per pending task: with thousands in flight, each one is work for the
-    # cyclic garbage collector. The containers exist once results arrive.
     frame: bytes  # exactly what was sent, to send again after a disconnect
-    kind: str  # which result messages complete it
+    expects: str  # which result messages complete it
     expected: int
     results: list[Any] | None = None  # images or texts, in order
     seen: set[str] | None = None  # imageUUIDs or texts received (only when expecting several)
@@ -306,7 +309,7 @@ class Session:
         self._session_uuid = session_uuid
         self._extensions: frozenset[str] = frozenset()
         self._state = SessionState.IDLE
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PreparedTask | _Pending] = {}
 
     # -- inspection --
 
@@ -337,7 +340,9 @@ class Session:
     def remaining(self, task_uuid: str) -> int:
         """How many more results a pending task needs (0 if it is not pending)."""
         pending = self._pending.get(task_uuid)
-        return 0 if pending is None else pending.expected - pending.count
+        if pending is None:
+            return 0
+        return pending.expected - (pending.count if isinstance(pending, _Pending) else 0)
 
     def outstanding(self) -> list[str]:
         """Pending tasks whose results have not all arrived, in the order they were sent."""
@@ -371,7 +376,7 @@ class Session:
         task_uuid = prepared.task_uuid
         if task_uuid in self._pending:
             raise LocalProtocolError(f"taskUUID {task_uuid} is already pending")
-        self._pending[task_uuid] = _Pending(prepared.frame, prepared.expects, prepared.expected)
+        self._pending[task_uuid] = prepared
         return prepared.frame
 
     def resend_task(self, task_uuid: str) -> bytes:
@@ -473,7 +478,10 @@ class Session:
         events: list[Event] = []
         for image in images:
             pending = self._matching(image.task_uuid, IMAGES, name, events)
-            if pending is None or not pending.add(image.image_uuid, image):
+            if pending is None:
+                continue
+            pending = self._add(image.task_uuid, pending, image.image_uuid, image)
+            if pending is None:
                 continue
             events.append(ImageReceived(image.task_uuid, image, total))
             if pending.count >= pending.expected:
@@ -484,7 +492,10 @@ class Session:
         events: list[Event] = []
         for item in texts:
             pending = self._matching(item.task_uuid, TEXTS, name, events)
-            if pending is None or not pending.add(item.text, item.text):
+            if pending is None:
+                continue
+            pending = self._add(item.task_uuid, pending, item.text, item.text)
+            if pending is None:
                 continue
             events.append(TextReceived(item.task_uuid, item.text))
             if pending.count >= pending.expected:
@@ -521,22 +532,31 @@ class Session:
 
     def _matching(
         self, task_uuid: str, kind: str, name: str, events: list[Event]
-    ) -> _Pending | None:
+    ) -> PreparedTask | _Pending | None:
         pending = self._pending.get(task_uuid)
         if pending is None:
             events.append(UnknownTask(task_uuid, name))
-        elif pending.kind != kind:
-            message = f"{name} for task {task_uuid}, which expects {pending.kind}"
+        elif pending.expects != kind:
+            message = f"{name} for task {task_uuid}, which expects {pending.expects}"
             events.append(FrameRejected(RemoteProtocolError(message)))
             return None
         return pending
+
+    def _add(
+        self, task_uuid: str, pending: PreparedTask | _Pending, key: str, result: Any
+    ) -> _Pending | None:
+        """Record a result of a pending task; its _Pending, or None for a duplicate."""
+        if isinstance(pending, PreparedTask):  # the first result: start keeping them
+            pending = _Pending(pending.frame, pending.expects, pending.expected)
+            self._pending[task_uuid] = pending
+        return pending if pending.add(key, result) else None
 
     def _complete(
         self, task_uuid: str, reply: NewUploadedImageUUID | PreProcessControlNetResult | None = None
     ) -> TaskCompleted:
         pending = self._pending.pop(task_uuid)
-        results = tuple(pending.results or ())
-        if pending.kind == TEXTS:
+        results = tuple(pending.results or ()) if isinstance(pending, _Pending) else ()
+        if pending.expects == TEXTS:
             return TaskCompleted(task_uuid, (), results, reply)
         return TaskCompleted(task_uuid, results, (), reply)
 
