@@ -1,6 +1,9 @@
 """What users submit (task specs), what they get back (results and events), and handles.
 
-A spec is a frozen, friendly description of one task (``TextToImage(prompt=...)``).
+A spec is a friendly description of one task (``TextToImage(prompt=...)``), plain
+data: it is validated and encoded when submitted, so changing it afterwards changes
+nothing in flight. (Specs are not frozen: a frozen dataclass costs microseconds more
+to build, and a bulk job builds one per task.)
 :meth:`TaskSpec.to_request` turns it into the protocol's message for a taskUUID; this
 is where bad input is refused, with a
 :class:`~orchestrator.errors.LocalProtocolError` naming the wire field, its Python
@@ -80,7 +83,7 @@ def _set(**fields: Any) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TaskSpec:
     """Base of every task spec. ``task_uuid``: choose the taskUUID (default: a new UUIDv4)."""
 
@@ -99,7 +102,7 @@ class TaskSpec:
         return ()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class _Generation(TaskSpec):
     prompt: str
     negative_prompt: str | None = None
@@ -130,10 +133,12 @@ class _Generation(TaskSpec):
             "promptText": join_negative_prompt(self.prompt, self.negative_prompt),
             "numberResults": self.number_results,
         }
-        for wire_name, value in zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True):
-            if value is not None:
-                fields[wire_name] = value
+        fields.update(self._options())
         return fields
+
+    def _options(self) -> dict[str, Any]:
+        values = zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True)
+        return {name: value for name, value in values if value is not None}
 
     def to_request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newTask`` message."""
@@ -163,18 +168,20 @@ _GENERATION_WIRE_NAMES = tuple(wire_name for wire_name, _ in _GENERATION_FIELDS)
 _generation_values = operator.attrgetter(*(attribute for _, attribute in _GENERATION_FIELDS))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class TextToImage(_Generation):
     """Generate ``number_results`` images from a prompt (taskType 1)."""
 
     def prepare(self, task_uuid: str) -> PreparedTask:
         """Validate and encode the task; the common case skips building the model."""
-        body = {"taskUUID": task_uuid, "taskType": TaskType.TEXT_TO_IMAGE, **self._fields()}
-        prepared = prepare_text_to_image(body)
+        prompt_text = join_negative_prompt(self.prompt, self.negative_prompt)
+        prepared = prepare_text_to_image(
+            task_uuid, prompt_text, self.number_results, self._options()
+        )
         return prepare(self.to_request(task_uuid)) if prepared is None else prepared
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ImageToImage(_Generation):
     """Generate from a prompt and an init image (taskType 2); ``strength`` 0-1."""
 
@@ -193,7 +200,7 @@ class ImageToImage(_Generation):
         return (self.init_image_uuid,)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Inpaint(_Generation):
     """Repaint the masked part of an init image (taskType 3)."""
 
@@ -213,7 +220,7 @@ class Inpaint(_Generation):
         return (self.init_image_uuid, self.mask_image_uuid)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ControlNetImage(_Generation):
     """Generate guided by ControlNet (taskType 9, or 10 with an init image)."""
 
@@ -239,7 +246,7 @@ class ControlNetImage(_Generation):
         return (self.init_image_uuid, *guides) if self.init_image_uuid else guides
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Upscale(TaskSpec):
     """Upscale an image by ``factor`` 2, 3 or 4 (taskType 6)."""
 
@@ -257,7 +264,7 @@ class Upscale(TaskSpec):
         return (self.image_uuid,)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class RemoveBackground(TaskSpec):
     """Cut the subject out of an image into a transparent PNG (taskType 8)."""
 
@@ -272,7 +279,7 @@ class RemoveBackground(TaskSpec):
         return (self.image_uuid,)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class ImageToText(TaskSpec):
     """Caption an image (taskType 4)."""
 
@@ -287,7 +294,7 @@ class ImageToText(TaskSpec):
         return (self.image_uuid,)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class EnhancePrompt(TaskSpec):
     """Write ``versions`` (1-5) richer versions of a prompt (taskType 5)."""
 
@@ -304,7 +311,7 @@ class EnhancePrompt(TaskSpec):
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class UploadImage(TaskSpec):
     """Upload an image (raw bytes, base64 text or a data URI) to use by imageUUID (type 7)."""
 
@@ -317,7 +324,7 @@ class UploadImage(TaskSpec):
         return NewImageUpload(task_uuid=task_uuid, image_base64=text)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class PreprocessControlNet(TaskSpec):
     """Turn a guide image into a ControlNet guide (taskType 11), by imageUUID or URL."""
 
@@ -375,8 +382,10 @@ def request_image_refs(request: TaskRequest) -> tuple[str, ...]:
 
 # -- results and events --------------------------------------------------------------------
 
+# Plain slotted dataclasses (see the specs): one of each per task, on the hot path.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class GeneratedImage:
     """One image a task produced (or an uploaded or preprocessed image).
 
@@ -425,7 +434,7 @@ class GeneratedImage:
         return cls(reply.new_image_uuid, reply.new_image_src, reply.task_uuid)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskResult:
     """A finished task: its images (or texts), their summed cost, and where it ran."""
 
@@ -441,7 +450,7 @@ class TaskResult:
         return sum(image.cost or 0.0 for image in self.images)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageReady:
     """An image of the task exists; delivered once."""
 
@@ -449,7 +458,7 @@ class ImageReady:
     image: GeneratedImage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextReady:
     """A text (caption or enhanced prompt) of the task; delivered once."""
 
@@ -457,14 +466,14 @@ class TextReady:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskDone:
     """The task finished; the last event."""
 
     result: TaskResult
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     """The task failed (``error``: the exception ``result()`` raises); the last event."""
 

@@ -49,12 +49,9 @@ def _flag(v: Any) -> bool:
     return type(v) is bool
 
 
-# Wire name -> what the fast path accepts for it: a subset of what NewTask accepts.
-_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
-    "taskUUID": lambda v: type(v) is str and _UUID4.fullmatch(v) is not None,
-    "promptText": lambda v: type(v) is str and v != "",
-    "taskType": lambda v: v is TaskType.TEXT_TO_IMAGE,
-    "numberResults": _int_at_least(1),
+# Wire name -> what the fast path accepts for each optional field: a subset of what NewTask
+# accepts. (guidance is checked by _guidance, which also converts it.)
+_OPTIONS: Final[dict[str, Callable[[Any], bool]]] = {
     "modelId": lambda v: (type(v) is str or type(v) is int) and str(v) in MODELS,
     "sizeId": _id_in(SIZES),
     "steps": _int_in(1, 100),
@@ -80,23 +77,39 @@ def _guidance(v: Any) -> float | None:
     return None
 
 
-def prepare_text_to_image(body: dict[str, Any]) -> PreparedTask | None:
-    """The prepared task of a text-to-image ``newTask`` body (wire names) that is certainly
-    valid; ``None`` when it is not certain. ``body`` may be changed (gScale becomes a float).
+def prepare_text_to_image(
+    task_uuid: Any, prompt_text: Any, number_results: Any, options: dict[str, Any]
+) -> PreparedTask | None:
+    """A text-to-image ``newTask`` that is certainly valid, encoded; ``None`` when it is
+    not certain. ``options`` holds its other fields by wire name, only those set (it may
+    be changed: gScale becomes a float).
     """
-    checks = _CHECKS
-    for name, value in body.items():
+    if not (
+        type(task_uuid) is str
+        and _UUID4.fullmatch(task_uuid)
+        and type(prompt_text) is str
+        and prompt_text
+        and type(number_results) is int
+        and number_results >= 1
+    ):
+        return None
+    checks = _OPTIONS
+    for name, value in options.items():
         check = checks.get(name)
         if check is None:
             if name != "gScale" or (guidance := _guidance(value)) is None:
                 return None
-            body[name] = guidance
+            options[name] = guidance
         elif not check(value):
             return None
-    if "taskUUID" not in body or "promptText" not in body or "taskType" not in body:
-        return None
-    expected = body.get("numberResults", 1)
-    return PreparedTask(body["taskUUID"], dumps({"newTask": body}), IMAGES, expected)
+    body = {
+        "taskUUID": task_uuid,
+        "taskType": TaskType.TEXT_TO_IMAGE,
+        "promptText": prompt_text,
+        "numberResults": number_results,
+    }
+    body.update(options)
+    return PreparedTask(task_uuid, dumps({"newTask": body}), IMAGES, number_results)
 
 
 _IMAGE_LIST: Final = TypeAdapter(tuple[Image, ...])

@@ -133,8 +133,11 @@ class SessionState(enum.Enum):
 
 # -- events --------------------------------------------------------------------------------
 
+# Events are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each field
+# through object.__setattr__, which costs a busy client microseconds per result.
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True)
 class Authenticated:
     """The server accepted the key. ``resubmit``: tasks to send again now, when knowable."""
 
@@ -145,7 +148,7 @@ class Authenticated:
     resubmit: tuple[str, ...] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ImageReceived:
     """A new image of a pending task (never one already delivered)."""
 
@@ -154,7 +157,7 @@ class ImageReceived:
     total_available_results: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextReceived:
     """A new text (caption or enhanced prompt) of a pending task."""
 
@@ -162,7 +165,7 @@ class TextReceived:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Progress:
     """A step of a running task (the ``progress`` extension)."""
 
@@ -172,7 +175,7 @@ class Progress:
     preview_base64: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskCompleted:
     """All of a task's results arrived; it is no longer pending."""
 
@@ -187,7 +190,7 @@ class TaskCompleted:
         return sum(image.cost or 0.0 for image in self.images)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskFailed:
     """The server sent an error frame naming the task; it is no longer pending."""
 
@@ -202,7 +205,7 @@ class TaskFailed:
         return is_retryable(self.error_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ConnectionFailed:
     """The connection failed as a whole. ``authentication``: the key was refused (no retry)."""
 
@@ -211,7 +214,7 @@ class ConnectionFailed:
     authentication: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ServerError:
     """An error frame naming no task, after authentication; the connection goes on."""
 
@@ -220,12 +223,12 @@ class ServerError:
     error_code: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PongReceived:
     """The server answered a ping."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UnknownTask:
     """A frame named a task that is not pending (unknown, finished or cancelled); dropped."""
 
@@ -233,7 +236,7 @@ class UnknownTask:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FrameRejected:
     """A frame broke the protocol; it was dropped and the session goes on."""
 
@@ -477,10 +480,16 @@ class Session:
     def _on_images(self, name: str, images: tuple[Image, ...], total: int | None) -> list[Event]:
         events: list[Event] = []
         for image in images:
-            pending = self._matching(image.task_uuid, IMAGES, name, events)
+            task_uuid = image.task_uuid
+            pending = self._matching(task_uuid, IMAGES, name, events)
             if pending is None:
                 continue
-            pending = self._add(image.task_uuid, pending, image.image_uuid, image)
+            if pending.expected == 1 and isinstance(pending, PreparedTask):  # the common case
+                del self._pending[task_uuid]
+                events.append(ImageReceived(task_uuid, image, total))
+                events.append(TaskCompleted(task_uuid, (image,)))
+                continue
+            pending = self._add(task_uuid, pending, image.image_uuid, image)
             if pending is None:
                 continue
             events.append(ImageReceived(image.task_uuid, image, total))

@@ -16,7 +16,8 @@ from orchestrator import TextToImage
 from protocol import LocalProtocolError, NewImages, RemoteProtocolError, decode_from_server
 from protocol.codec import IMAGES, PreparedTask, loads, prepare
 from protocol.fastpath import prepare_text_to_image, read_images
-from protocol.tables import MODELS, SEED_MAX, SIZES, TaskType
+from protocol.messages import join_negative_prompt
+from protocol.tables import MODELS, SEED_MAX, SIZES
 
 TASK = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
 
@@ -86,6 +87,11 @@ def specs(draw: st.DrawFn) -> TextToImage:
     return TextToImage(prompt=prompt, negative_prompt=negative, **fields)
 
 
+def fast(spec: TextToImage, task_uuid: str) -> PreparedTask | None:
+    prompt_text = join_negative_prompt(spec.prompt, spec.negative_prompt)
+    return prepare_text_to_image(task_uuid, prompt_text, spec.number_results, spec._options())
+
+
 def slow(spec: TextToImage, task_uuid: str) -> PreparedTask | None:
     try:
         return prepare(spec.to_request(task_uuid))
@@ -103,12 +109,10 @@ def same_task(a: PreparedTask, b: PreparedTask) -> None:
 def test_what_the_fast_encoder_accepts_the_model_accepts_and_encodes_the_same(
     spec: TextToImage, task_uuid: str
 ) -> None:
-    body = {"taskUUID": task_uuid, "taskType": TaskType.TEXT_TO_IMAGE, **spec._fields()}
-    fast = prepare_text_to_image(body)
-    reference = slow(spec, task_uuid)
-    if fast is not None:
+    quick, reference = fast(spec, task_uuid), slow(spec, task_uuid)
+    if quick is not None:
         assert reference is not None, f"fast path accepted what the model refuses: {spec}"
-        same_task(fast, reference)
+        same_task(quick, reference)
     # Whichever path it takes, a spec prepares to the model's frame or the model's error.
     if reference is None:
         with pytest.raises(LocalProtocolError):
@@ -121,13 +125,12 @@ def test_what_the_fast_encoder_accepts_the_model_accepts_and_encodes_the_same(
 def test_every_bound_of_every_field_is_the_models(name: str) -> None:
     for value in [*VALID.get(name, []), *INVALID[name]]:
         spec = TextToImage(prompt="p", **{name: value})
-        body = {"taskUUID": TASK, "taskType": TaskType.TEXT_TO_IMAGE, **spec._fields()}
-        fast, reference = prepare_text_to_image(body), slow(spec, TASK)
+        quick, reference = fast(spec, TASK), slow(spec, TASK)
         if any(type(v) is type(value) and v == value for v in VALID.get(name, [])):
-            assert fast is not None, f"{name}={value!r} should take the fast path"
-        if fast is not None:
+            assert quick is not None, f"{name}={value!r} should take the fast path"
+        if quick is not None:
             assert reference is not None, f"fast path accepted {name}={value!r}"
-            same_task(fast, reference)
+            same_task(quick, reference)
 
 
 def test_typical_tasks_take_the_fast_path() -> None:
@@ -154,13 +157,13 @@ def test_typical_tasks_take_the_fast_path() -> None:
         ),
     ]
     for spec in typical:
-        body = {"taskUUID": TASK, "taskType": TaskType.TEXT_TO_IMAGE, **spec._fields()}
-        fast = prepare_text_to_image(body)
-        assert fast is not None, spec
+        quick = fast(spec, TASK)
+        assert quick is not None, spec
         reference = slow(spec, TASK)
         assert reference is not None
-        same_task(fast, reference)
-    assert prepare_text_to_image({"taskUUID": TASK, "promptText": "x"}) is None  # no taskType
+        same_task(quick, reference)
+    for task_uuid, prompt, number in [("x", "p", 1), (TASK, "", 1), (TASK, "p", 0), (TASK, 1, 1)]:
+        assert prepare_text_to_image(task_uuid, prompt, number, {}) is None
 
 
 image_junk = st.one_of(
