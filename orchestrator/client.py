@@ -18,7 +18,7 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -184,22 +184,33 @@ class Orchestrator:
         return _Submission(self, task, deadline)
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
+        handle = self._handle(task)
+        pool = self.pool
+        if not pool.try_acquire():
+            await pool.acquire()
+        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
+        return handle
+
+    def _handle(self, task: Task) -> TaskHandle:
+        # Validates and encodes the task (raising before anything is sent).
         pool = self.pool
         if isinstance(task, TaskSpec):
             prepared = task.prepare(task.task_uuid or new_task_uuid())
             refs = task.image_refs()
         else:
             prepared, refs = prepare(task), request_image_refs(task)
-        handle = TaskHandle(task, prepared, refs, pool)
-        await pool.acquire()
-        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
-        return handle
+        return TaskHandle(task, prepared, refs, pool)
 
     async def run(self, task: Task, *, deadline: float | None = None) -> TaskResult:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
-        handle = await self._submit(task, deadline)
+        # What submit() and handle.result() do, inline: no coroutines per task but this one.
+        handle = self._handle(task)
+        pool = self.pool
+        if not pool.try_acquire():
+            await pool.acquire()
+        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
         try:
-            while not handle.done():  # handle.result(), without two coroutines per task
+            while not handle.done():
                 waiter = handle._waiter()
                 try:
                     await waiter
@@ -248,18 +259,23 @@ class Orchestrator:
             if wake:
                 wake.pop().set()
 
-        source = _pull(tasks)
+        # A plain iterable is pulled with next(): no coroutine per task.
+        sync_source = None if isinstance(tasks, AsyncIterable) else iter(tasks)
+        async_source = aiter(tasks) if isinstance(tasks, AsyncIterable) else None
         exhausted = False
         try:
             while True:
                 while not exhausted and len(active) < limit:
-                    try:
-                        task = await anext(source)
-                    except StopAsyncIteration:
+                    if sync_source is not None:
+                        task = next(sync_source, _END)
+                    else:
+                        assert async_source is not None
+                        task = await anext(async_source, _END)
+                    if task is _END:
                         exhausted = True
                         break
                     try:
-                        handle = await self._submit(task, None)
+                        handle = await self._submit(cast(Task, task), None)
                     except LocalProtocolError as exc:  # this task's input broke a rule
                         if not return_exceptions:
                             raise
@@ -286,7 +302,8 @@ class Orchestrator:
         finally:
             for handle in active:
                 handle.cancel()
-            await source.aclose()
+            if isinstance(async_source, AsyncGenerator):
+                await async_source.aclose()
 
     # -- one method per task type --
 
@@ -366,10 +383,4 @@ class _Submission:
             self._handle.cancel()
 
 
-async def _pull(tasks: Iterable[Task] | AsyncIterable[Task]) -> AsyncGenerator[Task]:
-    if isinstance(tasks, AsyncIterable):
-        async for task in tasks:
-            yield task
-    else:
-        for task in tasks:
-            yield task
+_END = object()  # the end of map()'s source

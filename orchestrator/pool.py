@@ -71,37 +71,40 @@ class Stats:
 
 
 class _Capacity:
-    """A counting limit whose fast path never awaits (no checkpoint per task); waiters are
-    woken in order as slots come back."""
+    """A counting limit whose fast path is synchronous (no checkpoint, no coroutine per
+    task). Waiters queue in order, and a released slot passes straight to the first of
+    them, so nobody arriving later takes it first."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self._waiters: deque[anyio.Event] = deque()
 
+    def try_acquire(self) -> bool:
+        if self.used < self.limit and not self._waiters:
+            self.used += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
-        while self.used >= self.limit:
-            event = anyio.Event()
-            self._waiters.append(event)
-            try:
-                await event.wait()
-            except BaseException:
-                # A cancelled waiter that had been woken passes its turn on.
-                if event.is_set() and self.used < self.limit:
-                    self._wake()
-                raise
-        self.used += 1
+        if self.try_acquire():
+            return
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()  # set by release(), which hands this waiter its slot
+        except BaseException:
+            if event.is_set():
+                self.release()  # handed a slot, then cancelled: pass it on
+            else:
+                self._waiters.remove(event)
+            raise
 
     def release(self) -> None:
-        self.used -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiters:
-            event = self._waiters.popleft()
-            if not event.is_set():
-                event.set()
-                return
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self.used -= 1
 
 
 class Pool:
@@ -170,6 +173,11 @@ class Pool:
         assert self._capacity.used == len(self._handles), (self._capacity.used, len(self._handles))
 
     # -- admission --
+
+    def try_acquire(self) -> bool:
+        """Take room under ``Limits.in_flight`` if there is some now, without waiting."""
+        self._check_usable()
+        return self._capacity.try_acquire()
 
     async def acquire(self) -> None:
         """Wait for room under ``Limits.in_flight``."""

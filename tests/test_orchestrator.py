@@ -256,6 +256,39 @@ async def test_cancellation_leaves_the_pool_consistent() -> None:
             handle.cancel()
 
 
+async def test_a_waiter_cancelled_in_the_queue_for_room_passes_its_turn_on() -> None:
+    config = Config(timeouts=CONFIG.timeouts, limits=Limits(in_flight=1))
+    async with harness(config, silent=True) as h:
+        holder = await h.orch.submit(TextToImage(prompt="holds the only slot"))
+        admitted: list[str] = []
+
+        async def submit(name: str) -> None:
+            handle = await h.orch.submit(TextToImage(prompt=name))
+            admitted.append(name)
+            handle.cancel()
+
+        first = anyio.CancelScope()
+
+        async def submit_first() -> None:
+            with first:
+                await submit("first")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(submit_first)  # queued for room, then cancelled
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(submit, "second")
+            await anyio.wait_all_tasks_blocked()
+            first.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert admitted == []
+            holder.cancel()  # the slot goes to the waiter still queued
+            with anyio.fail_after(5):
+                while not admitted:
+                    await anyio.wait_all_tasks_blocked()
+        assert admitted == ["second"]
+        h.orch.pool.check_consistent()
+
+
 async def test_back_pressure_holds_in_flight_at_the_limits() -> None:
     limits = Limits(in_flight=10, per_connection=3, connections_per_endpoint=2)
     config = Config(timeouts=CONFIG.timeouts, limits=limits)
