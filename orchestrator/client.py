@@ -23,8 +23,8 @@ from typing import Any, cast, overload
 import anyio
 from anyio.abc import TaskGroup
 
+from protocol.codec import prepare
 from protocol.messages import TaskRequest
-from protocol.session import prepare
 
 from .config import Config
 from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
