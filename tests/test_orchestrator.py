@@ -29,6 +29,7 @@ from orchestrator import (
     TextToImage,
     Timeouts,
 )
+from orchestrator.tasks import TaskHandle
 from orchestrator.testing import FakeClock, FakeServer, MemoryTransport, image_uuid_for
 from protocol.session import KNOWN_EXTENSIONS
 
@@ -421,3 +422,66 @@ async def test_failover_moves_tasks_off_a_dead_endpoint_and_pins_follow_images()
             follow = await orch.run(ImageToImage(prompt="more", init_image_uuid=source))
             assert follow.endpoint == "memory://b"
             orch.pool.check_consistent()
+
+
+async def test_every_task_type_completes_through_its_own_reply() -> None:
+    async with harness(images_per_frame=1) as h:
+        orch = h.orch
+        made = await orch.text_to_image("a fox", number_results=3, seed=7)
+        assert len({i.image_uuid for i in made.images}) == 3
+        source = made.images[0].image_uuid
+        assert len((await orch.image_to_image("a fox", source, strength=0.4)).images) == 1
+        assert len((await orch.inpaint("a fox", source, made.images[1].image_uuid)).images) == 1
+        assert len((await orch.upscale(source, factor=4)).images) == 1
+        assert len((await orch.remove_background(source)).images) == 1
+        assert (await orch.image_to_text(source)).startswith("text 0")
+        assert len(set(await orch.enhance_prompt("a fox", versions=3))) == 3
+        assert await orch.upload_image(b"\x89PNG fake") == image_uuid_for(
+            h.server.received[-1].task_uuid, 0
+        )
+        guide = await orch.controlnet_preprocess("canny", guide_image_uuid=source)
+        assert guide.images[0].image_uuid == image_uuid_for(guide.task_uuid, 0)
+        kinds = [type(r).__name__ for r in h.server.received]
+        assert kinds == [
+            "NewTask",
+            "NewTask",
+            "NewTask",
+            "UpscaleGanRequest",
+            "RemoveBackgroundRequest",
+            "ReverseImageClip",
+            "PromptEnhance",
+            "NewImageUpload",
+            "PreProcessControlNetRequest",
+        ]
+
+
+async def test_result_and_events_wait_on_one_handle_together() -> None:
+    async with harness(auto_reply=False) as h:
+        handle = await h.orch.submit(TextToImage(prompt="shared", number_results=2))
+        seen: list[str] = []
+        results: list[int] = []
+
+        async def stream() -> None:
+            seen.extend([type(e).__name__ async for e in handle.events()])
+
+        async def wait() -> None:
+            results.append(len((await handle.result()).images))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stream)
+            tg.start_soon(wait)
+            impatient = anyio.CancelScope()  # a third waiter gives up early
+            tg.start_soon(wait_in, impatient, handle)
+            await anyio.wait_all_tasks_blocked()
+            impatient.cancel()
+            await anyio.wait_all_tasks_blocked()
+            assert isinstance(handle._waiters, list) and len(handle._waiters) == 2  # it left
+            await h.server.wait_received(1)
+            h.server.reply(handle.task_uuid)
+        assert seen == ["ImageReady", "ImageReady", "TaskDone"] and results == [2]
+        assert handle._waiters is None  # nobody left registered, the cancelled one included
+
+
+async def wait_in(scope: anyio.CancelScope, handle: TaskHandle) -> None:
+    with scope:
+        await handle.result()
