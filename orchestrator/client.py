@@ -185,11 +185,20 @@ class Orchestrator:
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
         handle = self._handle(task)
-        pool = self.pool
-        if not pool.try_acquire():
-            await pool.acquire()
-        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
+        if not self._admit_now(handle, deadline):
+            await self._admit_when_room(handle, deadline)
         return handle
+
+    def _admit_now(self, handle: TaskHandle, deadline: float | None) -> bool:
+        # The common case, synchronous: no coroutine per task when there is room.
+        if not self.pool.try_acquire():
+            return False
+        self.pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
+        return True
+
+    async def _admit_when_room(self, handle: TaskHandle, deadline: float | None) -> None:
+        await self.pool.acquire()
+        self.pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
 
     def _handle(self, task: Task) -> TaskHandle:
         # Validates and encodes the task (raising before anything is sent).
@@ -205,10 +214,8 @@ class Orchestrator:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
         # What submit() and handle.result() do, inline: no coroutines per task but this one.
         handle = self._handle(task)
-        pool = self.pool
-        if not pool.try_acquire():
-            await pool.acquire()
-        pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
+        if not self._admit_now(handle, deadline):
+            await self._admit_when_room(handle, deadline)
         try:
             while not handle.done():
                 waiter = handle._waiter()
