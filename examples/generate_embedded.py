@@ -19,7 +19,7 @@ from orchestrator import ImageReady, Orchestrator, Progress, TaskDone, TaskFaile
 async def generate(prompt: str, count: int, out: Path, seed: int | None) -> list[Path]:
     await anyio.Path(out).mkdir(parents=True, exist_ok=True)
     saved: list[Path] = []
-    task = TextToImage(prompt=prompt, number_results=count, seed=seed, return_base64=True)
+    task = TextToImage(prompt=prompt, number_results=count, seed=seed, return_base64_image=True)
     async with Orchestrator() as orch, orch.submit(task) as handle:
         async for event in handle.events():
             if isinstance(event, Progress):

@@ -10,14 +10,20 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
 
 from . import __version__
+from .client import Orchestrator
+from .errors import OrchestratorError
+from .specs import TextToImage
 
 _DECODERS: dict[str, Callable[[bytes], Any]] = {
     "any": decode,
@@ -66,9 +72,11 @@ def _add_generate(commands: Any) -> None:
     )
     generate.add_argument("--api-key", help="the key for --endpoint")
     generate.add_argument("--negative", help="negative prompt")
-    generate.add_argument("--size-id", type=int, help="sizeId (see protocol.tables.SIZES)")
+    generate.add_argument(
+        "--size", type=_choice, help="a sizeId or WIDTHxHEIGHT (see protocol.tables.SIZES)"
+    )
     generate.add_argument("--seed", type=int, help="seed of the first image")
-    generate.add_argument("--model", help="modelId")
+    generate.add_argument("--model", help="a model id, name or AIR id")
     generate.add_argument("--steps", type=int)
     generate.add_argument(
         "--deadline", type=float, default=300.0, help="seconds before giving up (default 300)"
@@ -76,11 +84,12 @@ def _add_generate(commands: Any) -> None:
     generate.set_defaults(run=_generate)
 
 
+def _choice(value: str) -> int | str:
+    # A table choice: its id (a number) or its name, as the specs take them.
+    return int(value) if value.isdigit() else value
+
+
 def _generate(args: argparse.Namespace) -> int:
-    import anyio
-
-    from .errors import OrchestratorError
-
     if args.endpoint and not args.api_key:
         print("error: --api-key is required with --endpoint", file=sys.stderr)
         return 2
@@ -96,20 +105,15 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 async def _generate_async(args: argparse.Namespace) -> list[Path]:
-    import anyio
-
-    from .client import Orchestrator
-    from .tasks import TextToImage
-
     task = TextToImage(
         prompt=args.prompt,
         negative_prompt=args.negative,
         number_results=args.number,
-        size_id=args.size_id,
+        size=args.size,
         seed=args.seed,
         model=args.model,
         steps=args.steps,
-        return_base64=True,  # the bytes come with the result: no second request per image
+        return_base64_image=True,  # the bytes come with the result: no second request per image
     )
     async with Orchestrator(args.endpoint or None, api_key=args.api_key) as orch:
         result = await orch.run(task, deadline=args.deadline)
@@ -150,10 +154,16 @@ def _add_serve(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # Imported here: ``check`` must not pay for the server's imports.
-    import anyio
-
-    from .server import ServerConfig, ServerLimits
+    # Imported here: the server is the [server] extra, which a client-only install lacks.
+    try:
+        from .server import ServerConfig, ServerLimits
+    except ImportError as exc:
+        print(
+            f"error: the reference server needs the [server] extra ({exc.name} is missing): "
+            "pip install 'imagegen-orchestrator[server]'",
+            file=sys.stderr,
+        )
+        return 2
 
     keys = list(args.api_key)
     if args.api_keys_file is not None:
@@ -179,11 +189,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(config: Any) -> int:
-    import signal
-
-    import anyio
-
-    from .server import ReferenceServer
+    from .server import ReferenceServer  # the [server] extra: see _serve
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with ReferenceServer(config) as server:

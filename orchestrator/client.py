@@ -16,35 +16,37 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import Any, cast, overload
+from typing import Any, Unpack, cast, overload
 
 import anyio
 from anyio.abc import TaskGroup
 
-from protocol.codec import prepare
-from protocol.messages import TaskRequest
+from protocol.codec import PreparedTask, prepare
+from protocol.identity import new_task_uuid
+from protocol.messages import ControlNet, TaskRequest
 
 from .config import Config
 from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
+from .handle import TaskHandle
 from .pool import Pool, Stats
-from .tasks import (
+from .results import TaskResult
+from .specs import (
     ControlNetImage,
     EnhancePrompt,
+    GenerationOptions,
     ImageToImage,
     ImageToText,
     Inpaint,
     PreprocessControlNet,
+    PreprocessOptions,
     RemoveBackground,
-    TaskHandle,
-    TaskResult,
     TaskSpec,
     TextToImage,
     UploadImage,
     Upscale,
-    new_task_uuid,
-    request_image_refs,
+    spec_image_refs,
 )
 from .timers import Clock, SystemClock, Timers
 from .transport import Transport, WebSocketTransport
@@ -108,9 +110,7 @@ class Orchestrator:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         if not self._endpoints:
-            from .server import serve_embedded
-
-            server = await stack.enter_async_context(serve_embedded())
+            server = await stack.enter_async_context(_embedded_server())
             self._endpoints, self._api_key = [server.url], server.api_key
         assert self._api_key is not None
         pool = Pool(
@@ -184,46 +184,29 @@ class Orchestrator:
         return _Submission(self, task, deadline)
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
-        handle = self._handle(task)
-        if not self._admit_now(handle, deadline):
-            await self._admit_when_room(handle, deadline)
+        handle, prepared, refs = self._prepare(task)
+        # The common case is synchronous: no coroutine per task when there is room.
+        if not self.pool.try_acquire():
+            await self.pool.acquire()
+        timeout = self.config.timeouts.task if deadline is None else deadline
+        self.pool.admit(handle, prepared, refs, timeout)
         return handle
 
-    def _admit_now(self, handle: TaskHandle, deadline: float | None) -> bool:
-        # The common case, synchronous: no coroutine per task when there is room.
-        if not self.pool.try_acquire():
-            return False
-        self.pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
-        return True
-
-    async def _admit_when_room(self, handle: TaskHandle, deadline: float | None) -> None:
-        await self.pool.acquire()
-        self.pool.admit(handle, self.config.timeouts.task if deadline is None else deadline)
-
-    def _handle(self, task: Task) -> TaskHandle:
+    def _prepare(self, task: Task) -> tuple[TaskHandle, PreparedTask, tuple[str, ...]]:
         # Validates and encodes the task (raising before anything is sent).
         pool = self.pool
         if isinstance(task, TaskSpec):
             prepared = task.prepare(task.task_uuid or new_task_uuid())
-            refs = task.image_refs()
         else:
-            prepared, refs = prepare(task), request_image_refs(task)
-        return TaskHandle(task, prepared, refs, pool)
+            prepared = prepare(task)
+        handle = TaskHandle(prepared.task_uuid, task, pool)
+        return handle, prepared, spec_image_refs(task)
 
     async def run(self, task: Task, *, deadline: float | None = None) -> TaskResult:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
-        # What submit() and handle.result() do, inline: no coroutines per task but this one.
-        handle = self._handle(task)
-        if not self._admit_now(handle, deadline):
-            await self._admit_when_room(handle, deadline)
+        handle = await self._submit(task, deadline)
         try:
-            while not handle.done():
-                waiter = handle._waiter()
-                try:
-                    await waiter
-                finally:
-                    handle._unwait(waiter)
-            return handle.result_nowait()
+            return await handle.result()
         finally:
             handle.cancel()  # a no-op once it finished
 
@@ -312,20 +295,37 @@ class Orchestrator:
             if isinstance(async_source, AsyncGenerator):
                 await async_source.aclose()
 
-    # -- one method per task type --
+    # -- one method per task type: each returns the TaskResult --
 
-    async def text_to_image(self, prompt: str, **options: Any) -> TaskResult:
+    async def text_to_image(
+        self, prompt: str, *, deadline: float | None = None, **options: Unpack[GenerationOptions]
+    ) -> TaskResult:
         """Generate images from a prompt; options are :class:`TextToImage`'s fields."""
-        return await self.run(TextToImage(prompt=prompt, **options))
+        return await self.run(TextToImage(prompt=prompt, **options), deadline=deadline)
 
-    async def image_to_image(self, prompt: str, init_image_uuid: str, **options: Any) -> TaskResult:
+    async def image_to_image(
+        self,
+        prompt: str,
+        init_image_uuid: str,
+        *,
+        strength: float | None = None,
+        deadline: float | None = None,
+        **options: Unpack[GenerationOptions],
+    ) -> TaskResult:
         """Generate from a prompt and an init image; see :class:`ImageToImage`."""
-        return await self.run(
-            ImageToImage(prompt=prompt, init_image_uuid=init_image_uuid, **options)
+        spec = ImageToImage(
+            prompt=prompt, init_image_uuid=init_image_uuid, strength=strength, **options
         )
+        return await self.run(spec, deadline=deadline)
 
     async def inpaint(
-        self, prompt: str, init_image_uuid: str, mask_image_uuid: str, **options: Any
+        self,
+        prompt: str,
+        init_image_uuid: str,
+        mask_image_uuid: str,
+        *,
+        deadline: float | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> TaskResult:
         """Repaint the masked part of an image; see :class:`Inpaint`."""
         spec = Inpaint(
@@ -334,39 +334,80 @@ class Orchestrator:
             mask_image_uuid=mask_image_uuid,
             **options,
         )
-        return await self.run(spec)
+        return await self.run(spec, deadline=deadline)
 
-    async def controlnet(self, prompt: str, control_net: Any, **options: Any) -> TaskResult:
+    async def controlnet(
+        self,
+        prompt: str,
+        control_net: Iterable[ControlNet],
+        *,
+        init_image_uuid: str | None = None,
+        strength: float | None = None,
+        deadline: float | None = None,
+        **options: Unpack[GenerationOptions],
+    ) -> TaskResult:
         """Generate guided by ControlNet; see :class:`ControlNetImage`."""
-        return await self.run(
-            ControlNetImage(prompt=prompt, control_net=tuple(control_net), **options)
+        spec = ControlNetImage(
+            prompt=prompt,
+            control_net=tuple(control_net),
+            init_image_uuid=init_image_uuid,
+            strength=strength,
+            **options,
         )
+        return await self.run(spec, deadline=deadline)
 
-    async def upscale(self, image_uuid: str, factor: int = 2) -> TaskResult:
-        """Upscale an image 2, 3 or 4 times."""
-        return await self.run(Upscale(image_uuid=image_uuid, factor=factor))
+    async def upscale(
+        self, image_uuid: str, upscale_factor: int = 2, *, deadline: float | None = None
+    ) -> TaskResult:
+        """Upscale an image 2, 3 or 4 times (``result.image``)."""
+        spec = Upscale(image_uuid=image_uuid, upscale_factor=upscale_factor)
+        return await self.run(spec, deadline=deadline)
 
-    async def remove_background(self, image_uuid: str) -> TaskResult:
-        """Cut the subject out into a transparent PNG."""
-        return await self.run(RemoveBackground(image_uuid=image_uuid))
+    async def remove_background(
+        self, image_uuid: str, *, deadline: float | None = None
+    ) -> TaskResult:
+        """Cut the subject out into a transparent PNG (``result.image``)."""
+        return await self.run(RemoveBackground(image_uuid=image_uuid), deadline=deadline)
 
-    async def image_to_text(self, image_uuid: str) -> str:
-        """Caption an image."""
-        return (await self.run(ImageToText(image_uuid=image_uuid))).texts[0]
+    async def image_to_text(self, image_uuid: str, *, deadline: float | None = None) -> TaskResult:
+        """Caption an image (``result.text``)."""
+        return await self.run(ImageToText(image_uuid=image_uuid), deadline=deadline)
 
     async def enhance_prompt(
-        self, prompt: str, versions: int = 1, **options: Any
-    ) -> tuple[str, ...]:
-        """Return ``versions`` richer versions of a prompt."""
-        return (await self.run(EnhancePrompt(prompt=prompt, versions=versions, **options))).texts
+        self,
+        prompt: str,
+        prompt_versions: int = 1,
+        *,
+        prompt_max_length: int | None = None,
+        language: int | str | None = None,
+        deadline: float | None = None,
+    ) -> TaskResult:
+        """Write ``prompt_versions`` richer versions of a prompt (``result.texts``)."""
+        spec = EnhancePrompt(
+            prompt=prompt,
+            prompt_versions=prompt_versions,
+            prompt_max_length=prompt_max_length,
+            language=language,
+        )
+        return await self.run(spec, deadline=deadline)
 
-    async def upload_image(self, image: bytes | str) -> str:
-        """Upload an image (bytes, base64 or a data URI); return its imageUUID."""
-        return (await self.run(UploadImage(image=image))).images[0].image_uuid
+    async def upload_image(
+        self, image: bytes | str, *, deadline: float | None = None
+    ) -> TaskResult:
+        """Upload an image (bytes, base64 or a data URI); ``result.image.image_uuid`` names
+        it for later tasks."""
+        return await self.run(UploadImage(image=image), deadline=deadline)
 
-    async def controlnet_preprocess(self, preprocessor: str, **options: Any) -> TaskResult:
-        """Make a ControlNet guide image; see :class:`PreprocessControlNet`."""
-        return await self.run(PreprocessControlNet(preprocessor=preprocessor, **options))
+    async def controlnet_preprocess(
+        self,
+        preprocessor: str,
+        *,
+        deadline: float | None = None,
+        **options: Unpack[PreprocessOptions],
+    ) -> TaskResult:
+        """Make a ControlNet guide image (``result.image``); see :class:`PreprocessControlNet`."""
+        spec = PreprocessControlNet(preprocessor=preprocessor, **options)
+        return await self.run(spec, deadline=deadline)
 
 
 class _Submission:
@@ -391,3 +432,17 @@ class _Submission:
 
 
 _END = object()  # the end of map()'s source
+
+
+def _embedded_server() -> AbstractAsyncContextManager[Any]:
+    # The reference server does image work (numpy, Pillow, scipy): the [server] extra. A
+    # client-only install talks to endpoints it is given, and says how to get the rest.
+    try:
+        from .server import serve_embedded
+    except ImportError as exc:
+        raise UsageError(
+            "no endpoints were given, and the embedded reference server needs the "
+            f"[server] extra ({exc.name} is missing): "
+            "pip install 'imagegen-orchestrator[server]'"
+        ) from exc
+    return serve_embedded()

@@ -7,11 +7,10 @@ and the rule.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 
-from protocol.session import KNOWN_EXTENSIONS
+from protocol.retry import Backoff
+from protocol.tables import KNOWN_EXTENSIONS
 
 from .errors import UsageError
 
@@ -35,7 +34,7 @@ class Timeouts:
 
     Attributes:
         connect: open the socket and authenticate.
-        task: a task's deadline from submission (``submit(..., timeout=)`` overrides it).
+        task: a task's deadline from submission (``submit(..., deadline=)`` overrides it).
         heartbeat_interval: time between pings on an idle-or-busy connection.
         heartbeat_misses: unanswered pings after which the socket is taken as dead.
         replay_quiet: after resuming without the ``resume`` extension, how long the
@@ -77,40 +76,6 @@ class Limits:
 
     def __post_init__(self) -> None:
         _check_positive(self)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Exponential backoff with jitter, for reconnects and for tasks refused as "queue full".
-
-    The n-th delay is ``min(maximum, initial * factor**n)``, less a random fraction of
-    up to ``jitter`` of it (so many clients do not retry in step).
-    """
-
-    initial: float = 0.1
-    factor: float = 2.0
-    maximum: float = 10.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        _check_positive(self, allow_zero=("jitter",))
-        if self.jitter > 1:
-            raise UsageError(f"Backoff.jitter = {self.jitter!r}: must be between 0 and 1")
-        if self.factor < 1:
-            raise UsageError(f"Backoff.factor = {self.factor!r}: must be >= 1")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """The delay before retry number ``attempt`` (0 for the first)."""
-        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return base * (1 - self.jitter * rng.random())
-
-    def delays(self, rng: random.Random | None = None) -> Iterator[float]:
-        """Yield the delays before each retry, forever."""
-        rng = rng or random.Random()
-        attempt = 0
-        while True:
-            yield self.delay(attempt, rng)
-            attempt += 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,15 +17,21 @@ States::
    after the first time), all within ``Timeouts.connect`` on the injected clock.
    errorId 19 is fatal: the pool fails everything and the slot closes. Any other
    failure is DOWN and a retry after the next backoff delay.
-2. OPEN: a reader feeds frames to the session and hands its events to task
-   handles by one dict lookup (``handles``: the tasks in flight here, exactly the
-   session's pending tasks); a writer drains the outbox; a heartbeat pings every
+2. OPEN: a reader feeds frames to the session and reports its events to the
+   listener (the pool) by one dict lookup (``records``: the tasks in flight here,
+   exactly the session's pending tasks); a writer drains the outbox; a heartbeat pings every
    ``heartbeat_interval`` and takes the socket as dead after ``heartbeat_misses``
    intervals without any frame. Just after authentication the tasks whose results
    did not all arrive are sent again: those the server does not list as known
    (``resume``), or all of them once the replay has been quiet for ``replay_quiet``.
 3. DOWN: the session keeps its pending tasks; nothing fails. The pool may move
    them to another endpoint after ``Timeouts.failover`` (:meth:`Connection.take`).
+
+The session decides, once, which results are new and when a task is complete; the
+connection only carries its events to the listener: results as they arrive, then
+``on_completed`` (the task has left the session and this connection) or
+``on_failed``. A task ends here in one of two ways: it is *retired* when the
+session completes or fails it, or the pool *cancels* it while live (:meth:`cancel`).
 
 Sending is synchronous (:meth:`Connection.send_task` registers the task and queues
 its frame), so routing, cancelling and resubmitting never await: a frame the dying
@@ -37,8 +43,8 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Collection, Coroutine
+from typing import Any, Protocol
 
 import anyio
 
@@ -66,14 +72,11 @@ from .errors import (
     HeartbeatTimeout,
     TransportError,
 )
-from .tasks import TaskHandle
+from .records import Stats, TaskRecord
 from .timers import Clock, race_timeout
 from .transport import Stream, Transport
 
-if TYPE_CHECKING:
-    from .pool import Pool
-
-__all__ = ["Connection", "ConnectionState"]
+__all__ = ["Connection", "ConnectionListener", "ConnectionState"]
 
 log = logging.getLogger("orchestrator")
 
@@ -87,12 +90,34 @@ class ConnectionState(enum.Enum):
     CLOSED = "closed"
 
 
+class ConnectionListener(Protocol):
+    """What a :class:`Connection` reports to (the pool). Every call is synchronous."""
+
+    def on_open(self, conn: Connection) -> None:
+        """The connection is authenticated and can take tasks."""
+
+    def on_down(self, conn: Connection) -> None:
+        """The socket was lost; the connection's tasks wait for it to come back."""
+
+    def on_fatal(self, error: AuthenticationError) -> None:
+        """The server refused the key: the connection has closed for good."""
+
+    def on_result(self, record: TaskRecord, event: ImageReceived | TextReceived | Progress) -> None:
+        """A new result (the session deduplicated it) or a progress step of a live task."""
+
+    def on_completed(self, record: TaskRecord, event: TaskCompleted, endpoint: str) -> None:
+        """The session completed the task; it has left this connection."""
+
+    def on_failed(self, record: TaskRecord, event: TaskFailed) -> None:
+        """The server failed the task; it has left this connection."""
+
+
 class Connection:
     """One slot to one endpoint. See the module docstring."""
 
     def __init__(
         self,
-        pool: Pool,
+        listener: ConnectionListener,
         endpoint: str,
         session: Session,
         *,
@@ -100,14 +125,15 @@ class Connection:
         transport: Transport,
         clock: Clock,
         rng: random.Random,
+        stats: Stats,
     ) -> None:
-        self.pool = pool
         self.endpoint = endpoint
         self.session = session
         self.state = ConnectionState.CONNECTING
-        self.handles: dict[str, TaskHandle] = {}
-        self.down_since: float | None = None
         self.connects = 0
+        self._listener = listener
+        self._records: dict[str, TaskRecord] = {}
+        self._stats = stats
         self._config = config
         self._transport = transport
         self._clock = clock
@@ -119,45 +145,61 @@ class Connection:
         self._last_frame_at = 0.0
 
     def __repr__(self) -> str:
-        return f"<Connection {self.endpoint} {self.state.value} in_flight={len(self.handles)}>"
+        return f"<Connection {self.endpoint} {self.state.value} in_flight={self.in_flight}>"
 
     @property
     def in_flight(self) -> int:
         """Tasks in flight on this connection."""
-        return len(self.handles)
+        return len(self._records)
 
-    # -- synchronous operations (the pool's decisions) --
-
-    def send_task(self, handle: TaskHandle) -> None:
-        """Register ``handle`` here and queue its frame. The connection must be OPEN."""
-        frame = self.session.send_task(handle.prepared)
-        self.handles[handle.task_uuid] = handle
-        handle.connection = self
-        self._write(frame)
-
-    def forget(self, handle: TaskHandle) -> None:
-        """Stop tracking a task here (cancelled, expired, or complete early)."""
-        self.handles.pop(handle.task_uuid, None)
-        handle.connection = None
-        frame = self.session.cancel_task(handle.task_uuid)
-        if frame is not None:
-            self._write(frame)
-
-    def take(self, keep: Callable[[TaskHandle], bool]) -> list[TaskHandle]:
-        """Remove and return the tasks in flight here, except those ``keep`` selects."""
-        taken = [h for h in self.handles.values() if not keep(h)]
-        for handle in taken:
-            self.forget(handle)
-        return taken
+    def is_open(self) -> bool:
+        """Whether the connection can take tasks now."""
+        return self.state is ConnectionState.OPEN
 
     def is_closed(self) -> bool:
         """Whether the slot closed for good."""
         return self.state is ConnectionState.CLOSED
 
+    def check_consistent(self) -> None:
+        """Assert that the tasks here are exactly the session's pending ones (for tests)."""
+        assert set(self._records) == set(self.session.outstanding()), self
+        assert all(r.carrier is self for r in self._records.values()), self
+
+    # -- synchronous operations (the pool's decisions) --
+
+    def send_task(self, record: TaskRecord, delivered: Collection[str] = ()) -> None:
+        """Carry ``record`` here and queue its frame. The connection must be OPEN.
+
+        ``delivered``: the results it already delivered elsewhere (the session will not
+        deliver them again, and counts them towards completion)."""
+        frame = self.session.send_task(record.prepared, delivered=delivered)
+        self._records[record.task_uuid] = record
+        record.carrier = self
+        self._write(frame)
+
+    def cancel(self, record: TaskRecord) -> None:
+        """Stop carrying a live task (cancelled or expired); ``cancelTask`` goes out when
+        the server accepted the extension."""
+        self._release(record)
+        frame = self.session.cancel_task(record.task_uuid)
+        if frame is not None:
+            self._write(frame)
+
+    def take(self, keep: Callable[[TaskRecord], bool]) -> list[TaskRecord]:
+        """Remove and return the tasks in flight here, except those ``keep`` selects."""
+        taken = [r for r in self._records.values() if not keep(r)]
+        for record in taken:
+            self.cancel(record)
+        return taken
+
     def close(self) -> None:
         """Enter CLOSED: :meth:`run` stops at its next step."""
         self.state = ConnectionState.CLOSED
         self._wake.set()
+
+    def _release(self, record: TaskRecord) -> None:
+        if self._records.pop(record.task_uuid, None) is not None:
+            record.carrier = None
 
     def _write(self, frame: bytes) -> None:
         if self.state is ConnectionState.OPEN:
@@ -175,7 +217,7 @@ class Connection:
             try:
                 stream, auth = await self._open()
             except AuthenticationError as exc:
-                self.pool.fatal(exc)
+                self._listener.on_fatal(exc)
                 break
             except TransportError as exc:
                 log.info("connection to %s failed: %s", self.endpoint, exc)
@@ -239,7 +281,6 @@ class Connection:
 
     async def _serve(self, stream: Stream, auth: Authenticated) -> None:
         self._enter(ConnectionState.OPEN)
-        self.down_since = None
         self.connects += 1
         self._silent_intervals = 0
         self._last_frame_at = self._clock.now()
@@ -255,7 +296,7 @@ class Connection:
                     tg.start_soon(self._resend_when_quiet, self.session.outstanding())
                 else:
                     self._resend(auth.resubmit)
-                self.pool.on_open(self)
+                self._listener.on_open(self)
         finally:
             if self.state is not ConnectionState.CLOSED:
                 self._went_down()
@@ -264,20 +305,18 @@ class Connection:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
         if reason and isinstance(reason[0], AuthenticationError):
-            self.pool.fatal(reason[0])
+            self._listener.on_fatal(reason[0])
             self.state = ConnectionState.CLOSED
 
     def _went_down(self) -> None:
         self._enter(ConnectionState.DOWN)
-        if self.down_since is None:
-            self.down_since = self._clock.now()
-        self.pool.on_down(self)
+        self._listener.on_down(self)
 
     def _resend(self, task_uuids: tuple[str, ...] | list[str]) -> None:
         for task_uuid in task_uuids:
-            if task_uuid in self.handles and self.session.is_pending(task_uuid):
+            if task_uuid in self._records and self.session.is_pending(task_uuid):
                 self._write(self.session.resend_task(task_uuid))
-        self.pool.stats.resubmitted += len(task_uuids)
+        self._stats.resubmitted += len(task_uuids)
 
     async def _read(self, stream: Stream) -> None:
         frames, self._early = self._early, []
@@ -316,53 +355,39 @@ class Connection:
             await self._clock.sleep(wait)
         self._resend(task_uuids)
 
-    # -- events --
+    # -- events: the session decided; the listener is told --
 
     def _dispatch(self, events: list[Event]) -> None:
-        handles = self.handles
+        records, listener = self._records, self._listener
         for event in events:
             kind = type(event)
-            if kind is ImageReceived:
-                assert isinstance(event, ImageReceived)
-                handle = handles.get(event.task_uuid)
-                self.pool.remember_image(event.image.image_uuid, self.endpoint)
-                if handle is not None and handle.add_image(event.image):
-                    self._complete(handle)
+            if kind is ImageReceived or kind is TextReceived or kind is Progress:
+                assert isinstance(event, ImageReceived | TextReceived | Progress)
+                record = records.get(event.task_uuid)
+                if record is not None:
+                    listener.on_result(record, event)
             elif kind is TaskCompleted:
                 assert isinstance(event, TaskCompleted)
-                handle = handles.get(event.task_uuid)
-                if handle is not None:
-                    if event.reply is not None:
-                        handle.add_reply(event.reply)
-                        self.pool.remember_image(event.reply.new_image_uuid, self.endpoint)
-                    self._complete(handle)
+                record = records.pop(event.task_uuid, None)
+                if record is not None:  # retired: the session no longer has it
+                    record.carrier = None
+                    listener.on_completed(record, event, self.endpoint)
             else:
                 self._on_other(event)
 
-    def _complete(self, handle: TaskHandle) -> None:
-        self.pool.complete(handle, self)
-
     def _on_other(self, event: Event) -> None:
-        if isinstance(event, TextReceived):
-            handle = self.handles.get(event.task_uuid)
-            if handle is not None and handle.add_text(event.text):
-                self._complete(handle)
-        elif isinstance(event, Progress):
-            handle = self.handles.get(event.task_uuid)
-            if handle is not None:
-                handle.add_progress(event)
-        elif isinstance(event, TaskFailed):
-            handle = self.handles.pop(event.task_uuid, None)
-            if handle is not None:
-                handle.connection = None
-                self.pool.task_failed(handle, event)
+        if isinstance(event, TaskFailed):
+            record = self._records.pop(event.task_uuid, None)
+            if record is not None:
+                record.carrier = None
+                self._listener.on_failed(record, event)
         elif isinstance(event, ConnectionFailed):
             raise AuthenticationError(event.error_id, event.error_message)
         elif not isinstance(event, PongReceived):
             self._report(event)
 
     def _report(self, event: Event) -> None:
-        stats = self.pool.stats
+        stats = self._stats
         if isinstance(event, UnknownTask):
             stats.unknown_frames += 1
             log.debug(  # routine after a resume or a failover: late copies of results

@@ -8,10 +8,11 @@
     │   └── RemoteProtocolError       ...one the server sent
     ├── UsageError                    the API was used the wrong way
     │   └── InvalidState              ...e.g. submitting to a closed orchestrator
-    ├── TransportError                the network or the socket failed
-    │   ├── ConnectError              ...opening a connection failed (retried)
-    │   │   └── AuthenticationError   ...the server refused the key (errorId 19, never retried)
-    │   └── ConnectionClosed          ...an open connection went away (retried)
+    ├── AuthenticationError           the server refused the key (errorId 19): fatal, never
+    │                                 retried; every task fails with it
+    ├── TransportError                the network or the socket failed (retried after backoff)
+    │   ├── ConnectError              ...opening a connection failed
+    │   └── ConnectionClosed          ...an open connection went away
     ├── OrchestratorTimeout           also a built-in TimeoutError
     │   ├── ConnectTimeout            ...also a ConnectError
     │   ├── HeartbeatTimeout          ...pongs stopped coming: a half-open socket
@@ -59,7 +60,6 @@ __all__ = [
     "TransportError",
     "UploadError",
     "UsageError",
-    "should_retry",
 ]
 
 
@@ -71,7 +71,7 @@ class ConnectError(TransportError):
     """Opening a connection (TCP, WebSocket handshake or ``newConnection``) failed."""
 
 
-class AuthenticationError(ConnectError):
+class AuthenticationError(OrchestratorError):
     """The server refused the API key (errorId 19). Fatal: never retried.
 
     Attributes:
@@ -152,10 +152,3 @@ class UploadError(OrchestratorError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-def should_retry(exc: BaseException) -> bool:
-    """Whether a connection that failed with ``exc`` should be tried again after a backoff."""
-    if isinstance(exc, AuthenticationError):
-        return False
-    return isinstance(exc, TransportError | OSError | TimeoutError)

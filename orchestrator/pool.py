@@ -3,10 +3,12 @@
 Theory of operation
 ===================
 
-The pool owns N connections per endpoint and every live :class:`TaskHandle`.
-Each decision is a plain synchronous function of its state; the connections do
-the I/O afterwards (their outboxes), so no exception or cancellation can leave
-a decision half made.
+The pool owns N connections per endpoint and a :class:`TaskRecord` for every
+live task (its frame, timers, retries and the connection it is on; the public
+:class:`TaskHandle` it feeds sees none of that). It is the connections'
+:class:`ConnectionListener`: they report, it decides. Each decision is a plain
+synchronous function of its state; the connections do the I/O afterwards (their
+outboxes), so no exception or cancellation can leave a decision half made.
 
 1. Capacity: ``acquire`` waits while ``Limits.in_flight`` tasks are live; a task
    holds its slot from admission until it finishes, fails or is cancelled.
@@ -20,9 +22,13 @@ a decision half made.
 4. Failover: ``Timeouts.failover`` after an endpoint's connection went down, if
    the endpoint is still down and another endpoint is up, that connection's
    tasks (except those pinned to its images) move to the healthy endpoints.
-5. Every ending goes through :meth:`Pool._end`: the handle leaves its
-   connection and the table, its timers stop, its capacity returns, and parked
-   tasks move forward.
+   A moved or retried task is sent with the results its handle already holds, so
+   the new connection's session neither delivers them again nor waits for them.
+5. Completion is the session's decision, reported as ``on_completed`` after the
+   task left its connection (retired); a failure, deadline or cancellation of a
+   live task cancels it on its connection first. Every ending goes through
+   :meth:`Pool._end`: the record leaves the table, its timers stop, its capacity
+   returns, and parked tasks move forward.
 """
 
 from __future__ import annotations
@@ -31,43 +37,37 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import anyio
 
-from protocol.session import Session, TaskFailed
+from protocol.codec import PreparedTask
+from protocol.session import (
+    ImageReceived,
+    Progress,
+    Session,
+    TaskCompleted,
+    TaskFailed,
+    TextReceived,
+)
 
 from .config import Config
-from .connection import Connection, ConnectionState
+from .connection import Connection, ConnectionListener
 from .errors import (
+    AuthenticationError,
     InvalidState,
     OrchestratorError,
     RemoteTaskError,
     TaskCancelled,
     TaskTimeout,
 )
-from .tasks import TaskHandle
+from .handle import TaskHandle
+from .records import Stats, TaskRecord
 from .timers import Clock, Timers
 from .transport import Transport
 
 __all__ = ["Pool", "Stats"]
 
 log = logging.getLogger("orchestrator")
-
-
-@dataclass(slots=True)
-class Stats:
-    """Counters since the orchestrator started."""
-
-    submitted: int = 0
-    completed: int = 0
-    failed: int = 0
-    retried: int = 0
-    resubmitted: int = 0
-    moved: int = 0
-    unknown_frames: int = 0
-    rejected_frames: int = 0
-    server_errors: int = 0
 
 
 class _Capacity:
@@ -107,7 +107,7 @@ class _Capacity:
             self.used -= 1
 
 
-class Pool:
+class Pool(ConnectionListener):
     """Connections to the endpoints and the tasks in flight. See the module docstring."""
 
     def __init__(
@@ -128,8 +128,8 @@ class Pool:
         self._timers = timers
         self._rng = rng
         self._capacity = _Capacity(config.limits.in_flight)
-        self._handles: dict[str, TaskHandle] = {}
-        self._parked: deque[TaskHandle] = deque()
+        self._records: dict[str, TaskRecord] = {}
+        self._parked: deque[TaskRecord] = deque()
         self._homes: OrderedDict[str, str] = OrderedDict()
         self._remember = len(set(endpoints)) > 1  # one endpoint holds every image
         self._closed = False
@@ -144,6 +144,7 @@ class Pool:
                 transport=transport,
                 clock=clock,
                 rng=rng,
+                stats=self.stats,
             )
             for endpoint in endpoints
             for _ in range(config.limits.connections_per_endpoint)
@@ -154,23 +155,23 @@ class Pool:
     @property
     def in_flight(self) -> int:
         """Live tasks: admitted and not finished (sent, parked or waiting to retry)."""
-        return len(self._handles)
+        return len(self._records)
 
     @property
     def parked(self) -> int:
         """Tasks waiting for a connection with room."""
-        return sum(1 for h in self._parked if not h.done())
+        return sum(1 for r in self._parked if self._is_live(r))
 
     def check_consistent(self) -> None:
-        """Assert the invariants between handles, connections and sessions (for tests)."""
-        on_connections: set[str] = set()
+        """Assert the invariants between records, connections and sessions (for tests)."""
+        carried = 0
         for conn in self.connections:
-            assert set(conn.handles) == set(conn.session.outstanding()), conn
-            assert all(h.connection is conn and not h.done() for h in conn.handles.values())
-            on_connections |= set(conn.handles)
-        assert on_connections <= set(self._handles)
-        assert all(not h.done() for h in self._handles.values())
-        assert self._capacity.used == len(self._handles), (self._capacity.used, len(self._handles))
+            conn.check_consistent()
+            carried += conn.in_flight
+        on = [r for r in self._records.values() if r.carrier is not None]
+        assert len(on) == carried, (len(on), carried)
+        assert all(not r.handle.done() for r in self._records.values())
+        assert self._capacity.used == len(self._records), (self._capacity.used, len(self._records))
 
     # -- admission --
 
@@ -187,16 +188,23 @@ class Pool:
             self._capacity.release()
             self._check_usable()
 
-    def admit(self, handle: TaskHandle, timeout: float) -> None:
+    def admit(
+        self,
+        handle: TaskHandle,
+        prepared: PreparedTask,
+        image_refs: tuple[str, ...],
+        timeout: float,
+    ) -> None:
         """Take an acquired slot for ``handle``: start its deadline and route it."""
-        if handle.task_uuid in self._handles:
+        if handle.task_uuid in self._records:
             self._capacity.release()
             raise InvalidState(f"taskUUID {handle.task_uuid} is already in flight")
-        self._handles[handle.task_uuid] = handle
+        record = TaskRecord(prepared, image_refs, handle)
+        self._records[record.task_uuid] = record
         self.stats.submitted += 1
-        handle.timeout = timeout
-        handle.deadline = self._timers.call_later(timeout, self._on_deadline, handle)
-        self._dispatch(handle)
+        record.timeout = timeout
+        record.deadline = self._timers.call_later(timeout, self._on_deadline, record)
+        self._dispatch(record)
 
     def _check_usable(self) -> None:
         if self.fatal_error is not None:
@@ -204,37 +212,41 @@ class Pool:
         if self._closed:
             raise InvalidState("the orchestrator is closed")
 
+    def _is_live(self, record: TaskRecord) -> bool:
+        return self._records.get(record.task_uuid) is record
+
     # -- routing --
 
-    def _dispatch(self, handle: TaskHandle) -> None:
-        conn = self._route(handle)
+    def _dispatch(self, record: TaskRecord) -> None:
+        conn = self._route(record)
         if conn is None:
-            self._parked.append(handle)
+            self._parked.append(record)
         else:
-            conn.send_task(handle)
+            # A task that moved or was retried brings what it already delivered.
+            conn.send_task(record, record.handle.delivered())
 
-    def _route(self, handle: TaskHandle) -> Connection | None:
-        home = self._home(handle) if handle.image_refs else None
+    def _route(self, record: TaskRecord) -> Connection | None:
+        home = self._home(record) if record.image_refs else None
         limit = self.config.limits.per_connection
         best: Connection | None = None
         for conn in self.connections:
-            if conn.state is not ConnectionState.OPEN or len(conn.handles) >= limit:
+            if not conn.is_open() or conn.in_flight >= limit:
                 continue
             if home is not None and conn.endpoint != home:
                 continue
-            if best is None or len(conn.handles) < len(best.handles):
+            if best is None or conn.in_flight < best.in_flight:
                 best = conn
         return best
 
-    def _home(self, handle: TaskHandle) -> str | None:
-        for image_uuid in handle.image_refs:
+    def _home(self, record: TaskRecord) -> str | None:
+        for image_uuid in record.image_refs:
             home = self._homes.get(image_uuid)
             if home is not None:
                 return home
         return None
 
-    def remember_image(self, image_uuid: str, endpoint: str) -> None:
-        """Record which endpoint holds an image (bounded, least recently made first out)."""
+    def _remember_image(self, image_uuid: str, endpoint: str) -> None:
+        # Which endpoint holds an image (bounded, least recently made first out).
         if self._remember:
             self._homes[image_uuid] = endpoint
             if len(self._homes) > self.config.limits.remembered_images:
@@ -242,22 +254,22 @@ class Pool:
 
     def _drain(self) -> None:
         parked = self._parked
-        waiting: deque[TaskHandle] = deque()
+        waiting: deque[TaskRecord] = deque()
         while parked:
-            handle = parked.popleft()
-            if handle.done():
+            record = parked.popleft()
+            if not self._is_live(record):
                 continue
-            conn = self._route(handle)
+            conn = self._route(record)
             if conn is not None:
-                conn.send_task(handle)
-            elif handle.image_refs:
-                waiting.append(handle)  # pinned to a busy or down endpoint; others may go
+                conn.send_task(record, record.handle.delivered())
+            elif record.image_refs:
+                waiting.append(record)  # pinned to a busy or down endpoint; others may go
             else:
-                parked.appendleft(handle)
+                parked.appendleft(record)
                 break
         parked.extendleft(reversed(waiting))
 
-    # -- connection events --
+    # -- what connections report (ConnectionListener) --
 
     def on_open(self, conn: Connection) -> None:
         """A connection is open: parked tasks may go."""
@@ -268,79 +280,102 @@ class Pool:
         """A connection went down: its tasks wait for it, or move after the failover time."""
         self._timers.call_later(self.config.timeouts.failover, self._failover, conn)
 
-    def _failover(self, conn: Connection) -> None:
-        if conn.state is ConnectionState.OPEN or self._closed or not conn.handles:
-            return
-        if any(
-            c.state is ConnectionState.OPEN for c in self.connections if c.endpoint == conn.endpoint
-        ):
-            return
-        if not any(c.state is ConnectionState.OPEN for c in self.connections):
-            self.on_down(conn)  # nowhere to go: look again later
-            return
-        moved = conn.take(keep=lambda h: self._home(h) == conn.endpoint)
-        log.warning("%s down: moving %d tasks to healthy endpoints", conn.endpoint, len(moved))
-        self.stats.moved += len(moved)
-        for handle in moved:
-            self._dispatch(handle)
-
-    # -- endings --
-
-    def complete(self, handle: TaskHandle, conn: Connection) -> None:
-        """A connection received all of a task's results."""
-        self.stats.completed += 1
-        self._end(handle)
-        handle.finish(conn.endpoint)
-
-    def task_failed(self, handle: TaskHandle, event: TaskFailed) -> None:
-        """The server failed a task: retry it after a backoff if retryable, else fail it."""
-        if event.retryable:
-            self.stats.retried += 1
-            delay = self.config.backoff.delay(handle.retries, self._rng)
-            handle.retries += 1
-            handle.retry = self._timers.call_later(delay, self._retry, handle)
-            return
-        error = RemoteTaskError(
-            event.task_uuid, event.error_id, event.error_message, event.error_code
-        )
-        self._fail(handle, error)
-
-    def _retry(self, handle: TaskHandle) -> None:
-        handle.retry = None
-        if not handle.done() and not self._closed:
-            self._dispatch(handle)
-
-    def cancel(self, handle: TaskHandle, error: OrchestratorError) -> None:
-        """Cancel a task (sends ``cancelTask`` when the server accepted the extension)."""
-        self._fail(handle, error)
-
-    def _expire(self, handle: TaskHandle) -> None:
-        message = f"task {handle.task_uuid} passed its {handle.timeout:g} s deadline"
-        self._fail(handle, TaskTimeout(message, handle.task_uuid))
-
-    def _fail(self, handle: TaskHandle, error: OrchestratorError) -> None:
-        if handle.done():
-            return
-        self.stats.failed += 1
-        self._end(handle)
-        handle.fail(error)
-
-    def _end(self, handle: TaskHandle) -> None:
-        conn = handle.connection
-        if conn is not None:
-            conn.forget(handle)
-        if self._handles.pop(handle.task_uuid, None) is not None:
-            self._capacity.release()
-        if self._parked:
-            self._drain()
-
-    def fatal(self, error: OrchestratorError) -> None:
+    def on_fatal(self, error: AuthenticationError) -> None:
         """The key was refused: fail every task with ``error`` and stop all connections."""
         if self.fatal_error is None:
             self.fatal_error = error
         for conn in self.connections:
             conn.close()
         self._fail_all(error)
+
+    def on_result(self, record: TaskRecord, event: ImageReceived | TextReceived | Progress) -> None:
+        """A new image or text (the session deduplicated it), or a progress step."""
+        if type(event) is ImageReceived:
+            image = event.image
+            if self._remember and record.carrier is not None:
+                self._remember_image(image.image_uuid, record.carrier.endpoint)
+            record.handle.deliver_image(image)
+        elif isinstance(event, TextReceived):
+            record.handle.deliver_text(event.text)
+        elif isinstance(event, Progress):
+            record.handle.deliver_progress(event)
+
+    def on_completed(self, record: TaskRecord, event: TaskCompleted, endpoint: str) -> None:
+        """The session has all of a task's results: the task is done."""
+        reply = event.reply
+        if reply is not None:
+            self._remember_image(reply.new_image_uuid, endpoint)
+            record.handle.deliver_reply(reply)
+        self.stats.completed += 1
+        self._end(record)
+        record.handle.finish(endpoint)
+
+    def on_failed(self, record: TaskRecord, event: TaskFailed) -> None:
+        """The server failed a task: retry it after a backoff if retryable, else fail it."""
+        if event.retryable:
+            self.stats.retried += 1
+            delay = self.config.backoff.delay(record.retries, self._rng)
+            record.retries += 1
+            record.retry = self._timers.call_later(delay, self._retry, record)
+            return
+        error = RemoteTaskError(
+            event.task_uuid, event.error_id, event.error_message, event.error_code
+        )
+        self._fail(record, error)
+
+    def _retry(self, record: TaskRecord) -> None:
+        record.retry = None
+        if self._is_live(record) and not self._closed:
+            self._dispatch(record)
+
+    def _failover(self, conn: Connection) -> None:
+        if conn.is_open() or self._closed or not conn.in_flight:
+            return
+        if any(c.is_open() for c in self.connections if c.endpoint == conn.endpoint):
+            return
+        if not any(c.is_open() for c in self.connections):
+            self.on_down(conn)  # nowhere to go: look again later
+            return
+        moved = conn.take(keep=lambda r: self._home(r) == conn.endpoint)
+        log.warning("%s down: moving %d tasks to healthy endpoints", conn.endpoint, len(moved))
+        self.stats.moved += len(moved)
+        for record in moved:
+            self._dispatch(record)
+
+    # -- endings --
+
+    def cancel(self, handle: TaskHandle, error: OrchestratorError) -> None:
+        """Cancel a live task (sends ``cancelTask`` when the server accepted the extension)."""
+        record = self._records.get(handle.task_uuid)
+        if record is not None and record.handle is handle:
+            self._fail(record, error)
+
+    def _expire(self, record: TaskRecord) -> None:
+        message = f"task {record.task_uuid} passed its {record.timeout:g} s deadline"
+        self._fail(record, TaskTimeout(message, record.task_uuid))
+
+    def _fail(self, record: TaskRecord, error: OrchestratorError) -> None:
+        if not self._is_live(record):
+            return
+        carrier = record.carrier
+        if carrier is not None:
+            carrier.cancel(record)  # live on a connection: cancel it there
+        self.stats.failed += 1
+        self._end(record)
+        record.handle.fail(error)
+
+    def _end(self, record: TaskRecord) -> None:
+        # Every ending: out of the table, timers stopped, capacity back, parked tasks on.
+        del self._records[record.task_uuid]
+        for timer in (record.deadline, record.retry):
+            if timer is not None:
+                timer.cancel()
+        # A timer refers to the record: dropping the timers breaks the cycle, so a
+        # finished task is freed by reference counting, not by the cyclic collector.
+        record.deadline = record.retry = None
+        self._capacity.release()
+        if self._parked:
+            self._drain()
 
     def close(self) -> None:
         """Fail every live task with TaskCancelled and refuse new ones."""
@@ -350,14 +385,14 @@ class Pool:
         cause = InvalidState("the orchestrator closed")
         for conn in self.connections:
             conn.close()
-        for handle in list(self._handles.values()):
+        for record in list(self._records.values()):
             error = TaskCancelled(
-                f"task {handle.task_uuid}: the orchestrator closed", handle.task_uuid
+                f"task {record.task_uuid}: the orchestrator closed", record.task_uuid
             )
             error.__cause__ = cause
-            self._fail(handle, error)
+            self._fail(record, error)
 
     def _fail_all(self, error: OrchestratorError) -> None:
-        for handle in list(self._handles.values()):
-            self._fail(handle, error)
+        for record in list(self._records.values()):
+            self._fail(record, error)
         self._parked.clear()

@@ -49,8 +49,7 @@ from protocol.messages import (
     ReverseImageClip,
     TaskRequest,
 )
-from protocol.session import KNOWN_EXTENSIONS
-from protocol.tables import ERRORS, ErrorId
+from protocol.tables import ERRORS, KNOWN_EXTENSIONS, ErrorId
 
 from .errors import ConnectError, ConnectionClosed
 from .transport import Stream

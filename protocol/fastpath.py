@@ -28,7 +28,19 @@ from pydantic import TypeAdapter, ValidationError
 
 from .codec import IMAGES, PreparedTask, dumps
 from .messages import _UUID4, Image
-from .tables import LANGUAGES, MODELS, SCHEDULERS, SEED_MAX, SEED_MIN, SIZES, STYLES, TaskType
+from .tables import (
+    CLIP_SKIP_MAX,
+    GUIDANCE_MAX,
+    LANGUAGES,
+    MODELS,
+    SCHEDULERS,
+    SEED_MAX,
+    SEED_MIN,
+    SIZES,
+    STEPS_MAX,
+    STYLES,
+    TaskType,
+)
 
 __all__ = ["prepare_text_to_image", "read_images"]
 
@@ -54,11 +66,11 @@ def _flag(v: Any) -> bool:
 _OPTIONS: Final[dict[str, Callable[[Any], bool]]] = {
     "modelId": lambda v: (type(v) is str or type(v) is int) and str(v) in MODELS,
     "sizeId": _id_in(SIZES),
-    "steps": _int_in(1, 100),
+    "steps": _int_in(1, STEPS_MAX),
     "seed": _int_in(SEED_MIN, SEED_MAX),
     "schedulerId": _id_in(SCHEDULERS),
     "styleId": _id_in(STYLES),
-    "clipSkip": _int_in(0, 2),
+    "clipSkip": _int_in(0, CLIP_SKIP_MAX),
     "promptLanguageId": _id_in(LANGUAGES),
     "useCache": _flag,
     "saveToCache": lambda v: v is True,  # false needs an uploadEndpoint: the model decides
@@ -72,7 +84,7 @@ _OPTIONS: Final[dict[str, Callable[[Any], bool]]] = {
 def _guidance(v: Any) -> float | None:
     # The model reads an integer guidance as a float: so does the frame. (NaN and the
     # infinities fail the comparison.)
-    if (type(v) is float or type(v) is int) and 0 <= v <= 10:
+    if (type(v) is float or type(v) is int) and 0 <= v <= GUIDANCE_MAX:
         return float(v)
     return None
 

@@ -36,15 +36,19 @@ from pydantic import (
 
 from .errors import LocalProtocolError
 from .tables import (
+    CLIP_SKIP_MAX,
     CONTROLNET_PREPROCESSORS,
+    DEFAULT_GUIDANCE,
     DEFAULT_MODEL_ID,
     DEFAULT_STEPS,
+    GUIDANCE_MAX,
     LANGUAGES,
     MODELS,
     SCHEDULERS,
     SEED_MAX,
     SEED_MIN,
     SIZES,
+    STEPS_MAX,
     STYLES,
     TASK_TYPE_NAMES,
     ModelFamily,
@@ -350,14 +354,16 @@ class NewTask(_Request):
             rule="newTask takes taskType 1, 2, 3, 9 or 10 (other types have their own messages)",
         ),
     ] = Field(TaskType.TEXT_TO_IMAGE, alias="taskType")
-    steps: Annotated[int, Strict(), Field(ge=1, le=100)] = DEFAULT_STEPS
-    g_scale: Annotated[float, Strict(), Field(ge=0, le=10, allow_inf_nan=False)] = Field(
-        7.5, alias="gScale"
+    steps: Annotated[int, Strict(), Field(ge=1, le=STEPS_MAX)] = DEFAULT_STEPS
+    g_scale: Annotated[float, Strict(), Field(ge=0, le=GUIDANCE_MAX, allow_inf_nan=False)] = Field(
+        DEFAULT_GUIDANCE, alias="gScale"
     )
     seed: Seed | None = None
     scheduler_id: SchedulerId | None = Field(None, alias="schedulerId")
     style_id: StyleId | None = Field(None, alias="styleId")
-    clip_skip: Annotated[int, Strict(), Field(ge=0, le=2)] | None = Field(None, alias="clipSkip")
+    clip_skip: Annotated[int, Strict(), Field(ge=0, le=CLIP_SKIP_MAX)] | None = Field(
+        None, alias="clipSkip"
+    )
     prompt_language_id: LanguageId | None = Field(None, alias="promptLanguageId")
     use_cache: bool | None = Field(None, alias="useCache")
     save_to_cache: bool | None = Field(None, alias="saveToCache")

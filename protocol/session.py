@@ -41,7 +41,9 @@ Invariants:
    pending from ``send_task`` until it completes, fails or is cancelled.
    Disconnects do not end it: pending tasks and what they received survive.
 2. A result is delivered once: images are deduplicated by imageUUID per task,
-   texts by content, across frames, replays and resubmissions.
+   texts by content, across frames, replays and resubmissions, and across
+   sessions when a task moves here with the results it ``delivered`` elsewhere.
+   The session is the one place that decides a task is complete.
 3. A task completes when its results are all in: ``numberResults`` distinct
    images (types 1, 2, 3, 9, 10), one image (6, 8), one text (4),
    ``promptVersions`` texts (5), or the reply frame (7, 11).
@@ -59,9 +61,9 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from .codec import (
     IMAGES,
@@ -116,9 +118,6 @@ __all__ = [
     "UnknownTask",
     "prepare",
 ]
-
-#: Extensions this package understands (DESIGN section 3).
-KNOWN_EXTENSIONS: Final = frozenset({"seed", "progress", "cancel", "taskErrors", "resume"})
 
 
 class SessionState(enum.Enum):
@@ -177,7 +176,11 @@ class Progress:
 
 @dataclass(slots=True)
 class TaskCompleted:
-    """All of a task's results arrived; it is no longer pending."""
+    """All of a task's results arrived; it is no longer pending.
+
+    ``images`` and ``texts`` are those received in this session, in order: a task that
+    moved here with results ``delivered`` elsewhere does not repeat them.
+    """
 
     task_uuid: str
     images: tuple[Image, ...] = ()
@@ -271,8 +274,9 @@ class _Pending:
     frame: bytes  # exactly what was sent, to send again after a disconnect
     expects: str  # which result messages complete it
     expected: int
-    results: list[Any] | None = None  # images or texts, in order
+    results: list[Any] | None = None  # images or texts received in this session, in order
     seen: set[str] | None = None  # imageUUIDs or texts received (only when expecting several)
+    earlier: int = 0  # results delivered before the task came to this session
 
     def add(self, key: str, result: Any) -> bool:
         """Record a result unless it was seen; return False for a duplicate."""
@@ -289,7 +293,7 @@ class _Pending:
 
     @property
     def count(self) -> int:
-        return 0 if self.results is None else len(self.results)
+        return self.earlier + (0 if self.results is None else len(self.results))
 
 
 # -- the session ---------------------------------------------------------------------------
@@ -365,9 +369,15 @@ class Session:
         self._state = SessionState.AUTHENTICATING
         return frame
 
-    def send_task(self, task: TaskRequest | PreparedTask) -> bytes:
+    def send_task(
+        self, task: TaskRequest | PreparedTask, *, delivered: Collection[str] = ()
+    ) -> bytes:
         """Register a task (a request, or one :func:`prepare` encoded) as pending; return
         its frame.
+
+        ``delivered``: results the task already delivered elsewhere, when it moves here
+        from another session (imageUUIDs, or texts for text tasks). They count towards
+        its completion and are never delivered again (invariant 2).
 
         Raises:
             InvalidState: the session is not OPEN.
@@ -379,7 +389,13 @@ class Session:
         task_uuid = prepared.task_uuid
         if task_uuid in self._pending:
             raise LocalProtocolError(f"taskUUID {task_uuid} is already pending")
-        self._pending[task_uuid] = prepared
+        if delivered:
+            seen = set(delivered)
+            self._pending[task_uuid] = _Pending(
+                prepared.frame, prepared.expects, prepared.expected, [], seen, len(seen)
+            )
+        else:
+            self._pending[task_uuid] = prepared
         return prepared.frame
 
     def resend_task(self, task_uuid: str) -> bytes:

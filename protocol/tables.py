@@ -20,11 +20,15 @@ from types import MappingProxyType
 from typing import Final, TypeVar
 
 __all__ = [
+    "CLIP_SKIP_MAX",
     "CONTROL_MODES",
     "CONTROLNET_PREPROCESSORS",
     "DEFAULT_MODEL_ID",
+    "DEFAULT_GUIDANCE",
     "DEFAULT_STEPS",
     "ERRORS",
+    "GUIDANCE_MAX",
+    "KNOWN_EXTENSIONS",
     "LANGUAGES",
     "MODEL_FAMILIES",
     "MODELS",
@@ -32,6 +36,7 @@ __all__ = [
     "SEED_MAX",
     "SEED_MIN",
     "SIZES",
+    "STEPS_MAX",
     "STYLES",
     "TASK_TYPE_NAMES",
     "ErrorId",
@@ -62,8 +67,19 @@ V = TypeVar("V")
 SEED_MIN: Final = 1
 SEED_MAX: Final = 922_337_203_470_729_216_000
 
-#: Inference steps when a task does not say.
+#: Inference steps: when a task does not say, and the most a task may ask for.
 DEFAULT_STEPS: Final = 20
+STEPS_MAX: Final = 100
+
+#: Guidance (``gScale``): when a task does not say, and the most (the least is 0).
+DEFAULT_GUIDANCE: Final = 7.5
+GUIDANCE_MAX: Final = 10
+
+#: ``clipSkip`` (the least is 0).
+CLIP_SKIP_MAX: Final = 2
+
+#: Extensions this package understands, negotiated in ``newConnection`` (DESIGN section 3).
+KNOWN_EXTENSIONS: Final = frozenset({"seed", "progress", "cancel", "taskErrors", "resume"})
 
 
 # -- sizes ---------------------------------------------------------------------------------

@@ -35,41 +35,41 @@ junk = st.one_of(
 VALID: dict[str, list[Any]] = {
     "number_results": [1, 2, 5],
     "model": [*MODELS, *(int(m) for m in MODELS)],
-    "size_id": list(SIZES),
+    "size": [*SIZES, "512x512", "1024X1024"],
     "steps": [1, 20, 100],
     "guidance": [0, 0.0, 7.5, 10, 10.0],
     "seed": [1, 42, SEED_MAX],
-    "scheduler_id": list(range(1, 27)),
-    "style_id": list(range(1, 13)),
+    "scheduler": [*range(1, 27), "DDIMScheduler"],
+    "style": [*range(1, 13), "Anime"],
     "clip_skip": [0, 1, 2],
-    "language_id": [1, 192, 194, 298],
+    "language": [1, 192, 194, 298, "Afar"],
     "use_cache": [True, False],
     "save_to_cache": [True],
     "offset": [0, 1, 2],
     "check_nsfw": [True, False],
-    "prompt_weighting": [True, False],
-    "return_base64": [True, False],
+    "use_prompt_weighting": [True, False],
+    "return_base64_image": [True, False],
 }
 # ...and values just past those bounds, or of another type.
 INVALID: dict[str, list[Any]] = {
     "number_results": [0, -1, 1.0, True, "2"],
     "model": ["civitai:1@2", "0", 0, "x", 4.0, True],
-    "size_id": [0, max(SIZES) + 1, True, 1.0, "1"],
+    "size": [0, max(SIZES) + 1, True, 1.0, "1", "1x1"],
     "steps": [0, 101, 20.0, True, "20"],
     "guidance": [-0.01, 10.01, math.inf, -math.inf, math.nan, True, "7", -1, 11],
     "seed": [0, -1, SEED_MAX + 1, 1.0, True],
-    "scheduler_id": [0, 27, True, 1.0],
-    "style_id": [0, 13, 1.0, True],
+    "scheduler": [0, 27, True, 1.0, "Nope"],
+    "style": [0, 13, 1.0, True],
     "clip_skip": [-1, 3, False, 1.0],
-    "language_id": [0, 193, 299, True],
+    "language": [0, 193, 299, True, "Klingon"],
     "use_cache": [0, 1, "yes", "true", 1.0],
     "save_to_cache": [False, 1, "true"],
     "offset": [-1, 0.0, True],
     "check_nsfw": [0, 1, "no"],
-    "prompt_weighting": [0, "true"],
+    "use_prompt_weighting": [0, "true"],
     "upload_endpoint": ["https://x.invalid/u", "ftp://x"],
-    "return_base64": [1, "false"],
-    "loras": [()],
+    "return_base64_image": [1, "false"],
+    "lora": [()],
 }
 
 
@@ -89,7 +89,11 @@ def specs(draw: st.DrawFn) -> TextToImage:
 
 def fast(spec: TextToImage, task_uuid: str) -> PreparedTask | None:
     prompt_text = join_negative_prompt(spec.prompt, spec.negative_prompt)
-    return prepare_text_to_image(task_uuid, prompt_text, spec.number_results, spec._options())
+    try:
+        options = spec._options()  # a table choice given by an unknown name is refused here
+    except LocalProtocolError:
+        return None
+    return prepare_text_to_image(task_uuid, prompt_text, spec.number_results, options)
 
 
 def slow(spec: TextToImage, task_uuid: str) -> PreparedTask | None:
@@ -141,19 +145,19 @@ def test_typical_tasks_take_the_fast_path() -> None:
             prompt="p",
             number_results=4,
             model=next(iter(MODELS)),
-            size_id=next(iter(SIZES)),
+            size=next(iter(SIZES)),
             steps=30,
             guidance=7,
             seed=SEED_MAX,
-            scheduler_id=1,
-            style_id=1,
+            scheduler=1,
+            style=1,
             clip_skip=2,
-            language_id=1,
+            language=1,
             save_to_cache=True,
             offset=0,
             check_nsfw=True,
-            prompt_weighting=False,
-            return_base64=True,
+            use_prompt_weighting=False,
+            return_base64_image=True,
         ),
     ]
     for spec in typical:

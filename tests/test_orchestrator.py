@@ -29,9 +29,9 @@ from orchestrator import (
     TextToImage,
     Timeouts,
 )
-from orchestrator.tasks import TaskHandle
+from orchestrator.handle import TaskHandle
 from orchestrator.testing import FakeClock, FakeServer, MemoryTransport, image_uuid_for
-from protocol.session import KNOWN_EXTENSIONS
+from protocol.tables import KNOWN_EXTENSIONS
 
 pytestmark = pytest.mark.anyio
 
@@ -432,11 +432,11 @@ async def test_every_task_type_completes_through_its_own_reply() -> None:
         source = made.images[0].image_uuid
         assert len((await orch.image_to_image("a fox", source, strength=0.4)).images) == 1
         assert len((await orch.inpaint("a fox", source, made.images[1].image_uuid)).images) == 1
-        assert len((await orch.upscale(source, factor=4)).images) == 1
+        assert len((await orch.upscale(source, upscale_factor=4)).images) == 1
         assert len((await orch.remove_background(source)).images) == 1
-        assert (await orch.image_to_text(source)).startswith("text 0")
-        assert len(set(await orch.enhance_prompt("a fox", versions=3))) == 3
-        assert await orch.upload_image(b"\x89PNG fake") == image_uuid_for(
+        assert (await orch.image_to_text(source)).text.startswith("text 0")
+        assert len(set((await orch.enhance_prompt("a fox", prompt_versions=3)).texts)) == 3
+        assert (await orch.upload_image(b"\x89PNG fake")).image.image_uuid == image_uuid_for(
             h.server.received[-1].task_uuid, 0
         )
         guide = await orch.controlnet_preprocess("canny", guide_image_uuid=source)

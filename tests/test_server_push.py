@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from orchestrator.server.push import Pusher, PushError, expand_url
+from protocol.retry import Backoff
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -21,7 +22,7 @@ def pusher(statuses: list[int], calls: list[httpx.Request], sleeps: list[float])
     return Pusher(
         allow_private=True,
         retries=3,
-        backoff=0.2,
+        backoff=Backoff(initial=0.2, jitter=0),
         sleep=sleep,
         transport=httpx.MockTransport(answer),
     )

@@ -48,8 +48,7 @@ from protocol import (
     encode,
 )
 from protocol.codec import CLIENT_MESSAGE_NAMES
-from protocol.session import KNOWN_EXTENSIONS
-from protocol.tables import ErrorId
+from protocol.tables import KNOWN_EXTENSIONS, ErrorId
 
 from .backends import (
     BACKENDS,

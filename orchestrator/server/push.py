@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
+
+from protocol.retry import Backoff
 
 __all__ = ["PushError", "Pusher", "expand_url"]
 
@@ -36,14 +39,17 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+_PUSH_BACKOFF = Backoff(initial=0.2, maximum=5.0)
+
+
 class Pusher:
     """PUTs and GETs with retries and the address policy.
 
     Args:
         allow_private: accept loopback and private targets.
         retries: attempts per push.
-        backoff: seconds before the second attempt; doubled each time.
-        sleep: injected for tests.
+        backoff: the delays between attempts (the project's one retry policy).
+        sleep, rng: injected for tests.
         transport: an httpx transport, injected for tests.
     """
 
@@ -52,15 +58,17 @@ class Pusher:
         *,
         allow_private: bool = False,
         retries: int = 3,
-        backoff: float = 0.2,
+        backoff: Backoff = _PUSH_BACKOFF,
         timeout: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._allow_private = allow_private
         self._retries = max(1, retries)
         self._backoff = backoff
         self._sleep = sleep
+        self._rng = rng or random.Random()
         self._client = httpx.AsyncClient(
             timeout=timeout, follow_redirects=False, transport=transport
         )
@@ -88,11 +96,10 @@ class Pusher:
     async def put(self, url: str, data: bytes, content_type: str) -> None:
         """PUT ``data``, retrying transport errors and 5xx/429 answers with backoff."""
         await self.check(url)
-        delay, last = self._backoff, "no attempt"
+        last = "no attempt"
         for attempt in range(self._retries):
             if attempt:
-                await self._sleep(delay)
-                delay *= 2
+                await self._sleep(self._backoff.delay(attempt - 1, self._rng))
             try:
                 response = await self._client.put(
                     url, content=data, headers={"Content-Type": content_type}

@@ -1,0 +1,254 @@
+"""How users wait: :class:`TaskHandle`, one per submitted task.
+
+``await handle.result()``, or ``async for event in handle.events()``, or both. The
+handle only records what the pool hands it: which results are new, and when the task
+is complete, is decided once, by the protocol session (``protocol.session``), and
+reaches the handle through the connection and the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Protocol
+
+from protocol.messages import Image, NewUploadedImageUUID, PreProcessControlNetResult, TaskRequest
+from protocol.session import Progress
+
+from .errors import InvalidState, OrchestratorError, TaskCancelled
+from .results import Event, GeneratedImage, ImageReady, TaskDone, TaskFailed, TaskResult, TextReady
+from .specs import TaskSpec
+
+__all__ = ["TaskHandle"]
+
+
+class _Owner(Protocol):
+    def cancel(self, handle: TaskHandle, error: OrchestratorError) -> None: ...
+
+
+class TaskHandle:
+    """One submitted task: await its result, iterate its events, or cancel it.
+
+    A handle is also an async context manager: leaving the block before the task
+    finished (an exception, a cancellation, a ``break``) cancels the task.
+    """
+
+    # Thousands of handles are live at once, so a handle makes few objects: its containers
+    # and its event log exist only once something goes in them, and a waiter is one future.
+    # (The cyclic garbage collector's work grows with the live objects.) The client runs on
+    # asyncio (its transport is an asyncio protocol), so a waiter is an asyncio future.
+    __slots__ = (
+        "task_uuid",
+        "task",
+        "_images",
+        "_texts",
+        "_log",
+        "_result",
+        "_error",
+        "_waiters",
+        "_on_done",
+        "_owner",
+    )
+
+    def __init__(self, task_uuid: str, task: TaskSpec | TaskRequest, owner: _Owner) -> None:
+        self.task_uuid = task_uuid
+        self.task = task
+        self._images: list[GeneratedImage] | None = None
+        self._texts: list[str] | None = None
+        self._log: list[Event] | None = None  # kept once someone streams events
+        self._result: TaskResult | None = None
+        self._error: OrchestratorError | None = None
+        self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
+        self._on_done: list[Callable[[TaskHandle], None]] | None = None
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        state = "done" if self._result else "failed" if self._error else "running"
+        return f"<TaskHandle {self.task_uuid} {state}>"
+
+    # -- for users --
+
+    def done(self) -> bool:
+        """Whether the task finished, failed or was cancelled."""
+        return self._result is not None or self._error is not None
+
+    async def result(self) -> TaskResult:
+        """Wait for the task and return its result.
+
+        Raises:
+            RemoteTaskError: the server failed the task.
+            TaskTimeout: the deadline passed.
+            TaskCancelled: the task was cancelled, or the orchestrator closed.
+            AuthenticationError: the server refused the API key.
+        """
+        while self._result is None and self._error is None:
+            await self._wait()
+        return self.result_nowait()
+
+    def result_nowait(self) -> TaskResult:
+        """The result of a finished task. Raises its error, or InvalidState if running."""
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            raise self._error
+        raise InvalidState(f"task {self.task_uuid} has not finished")
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Yield every event of the task from its start, ending with TaskDone or TaskFailed."""
+        log = self._event_log()
+        index = 0
+        while True:
+            while index < len(log):
+                event = log[index]
+                index += 1
+                yield event
+                if isinstance(event, TaskDone | TaskFailed):
+                    return
+            await self._wait()
+
+    @property
+    def images(self) -> tuple[GeneratedImage, ...]:
+        """The images received so far."""
+        return tuple(self._images or ())
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        """The texts received so far."""
+        return tuple(self._texts or ())
+
+    def cancel(self) -> None:
+        """Cancel the task (a no-op once it finished); ``result()`` raises TaskCancelled."""
+        if self._result is None and self._error is None:
+            error = TaskCancelled(f"task {self.task_uuid} cancelled", self.task_uuid)
+            self._owner.cancel(self, error)
+
+    def add_done_callback(self, callback: Callable[[TaskHandle], None]) -> None:
+        """Call ``callback(handle)`` when the task finishes (at once if it has)."""
+        if self.done():
+            callback(self)
+        elif self._on_done is None:
+            self._on_done = [callback]
+        else:
+            self._on_done.append(callback)
+
+    async def __aenter__(self) -> TaskHandle:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    # -- fed by the pool: each result is new (the session decided), in order --
+
+    def deliver_image(self, image: Image) -> None:
+        """Record a new image."""
+        ready = GeneratedImage.from_wire(image)
+        if self._images is None:
+            self._images = [ready]
+        else:
+            self._images.append(ready)
+        if self._log is not None:
+            self._emit(ImageReady(self.task_uuid, ready))
+
+    def deliver_text(self, text: str) -> None:
+        """Record a new text."""
+        if self._texts is None:
+            self._texts = [text]
+        else:
+            self._texts.append(text)
+        if self._log is not None:
+            self._emit(TextReady(self.task_uuid, text))
+
+    def deliver_reply(self, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> None:
+        """Record the image an upload or preprocessing reply names."""
+        ready = GeneratedImage.from_reply(reply)
+        self._images = [ready]
+        if self._log is not None:
+            self._emit(ImageReady(self.task_uuid, ready))
+
+    def deliver_progress(self, progress: Progress) -> None:
+        """Record a progress step (the protocol's event is the public one)."""
+        self._event_log()
+        self._emit(progress)
+
+    def delivered(self) -> Collection[str]:
+        """What was delivered so far, as a session counts it: imageUUIDs, or texts. A task
+        that moves to another connection brings these, so they are not delivered twice."""
+        if self._images:
+            return [image.image_uuid for image in self._images]
+        return self._texts or ()
+
+    def finish(self, endpoint: str | None) -> TaskResult:
+        """Complete the task with what it received."""
+        result = TaskResult(
+            self.task_uuid, self.task, self.images, tuple(self._texts or ()), endpoint
+        )
+        self._result = result
+        if self._log is not None:
+            self._log.append(TaskDone(result))
+        self._settle()
+        return result
+
+    def fail(self, error: OrchestratorError) -> None:
+        """Fail the task with ``error``."""
+        self._error = error
+        if self._log is not None:
+            self._log.append(TaskFailed(self.task_uuid, error))
+        self._settle()
+
+    # -- waiting --
+
+    def _settle(self) -> None:
+        self._wake()
+        callbacks, self._on_done = self._on_done, None
+        for callback in callbacks or ():
+            callback(self)
+
+    def _event_log(self) -> list[Event]:
+        # Events are kept only once someone streams them (or a progress event, which
+        # nothing else records, arrives); until then the log is rebuilt from the results.
+        if self._log is None:
+            log: list[Event] = [ImageReady(self.task_uuid, i) for i in self._images or ()]
+            log += [TextReady(self.task_uuid, t) for t in self._texts or ()]
+            if self._result is not None:
+                log.append(TaskDone(self._result))
+            elif self._error is not None:
+                log.append(TaskFailed(self.task_uuid, self._error))
+            self._log = log
+        return self._log
+
+    def _emit(self, event: Event) -> None:
+        assert self._log is not None
+        self._log.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters is None:
+            return
+        for waiter in waiters if isinstance(waiters, list) else (waiters,):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        # One future per wait, resolved by the next change; a waiter cancelled before the
+        # change leaves nothing behind.
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        if waiters is None:
+            self._waiters = waiter
+        elif isinstance(waiters, list):
+            waiters.append(waiter)
+        else:
+            self._waiters = [waiters, waiter]
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None:
+                self._forget_waiter(waiter)
+
+    def _forget_waiter(self, waiter: asyncio.Future[None]) -> None:
+        waiters = self._waiters
+        if waiters is waiter:
+            self._waiters = None
+        elif isinstance(waiters, list) and waiter in waiters:
+            waiters.remove(waiter)

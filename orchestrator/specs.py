@@ -1,0 +1,454 @@
+"""What users submit: one spec class per task type.
+
+A spec is a friendly description of one task (``TextToImage(prompt=...)``), plain
+data: it is validated and encoded when submitted, so changing it afterwards changes
+nothing in flight. (Specs are not frozen: a frozen dataclass costs microseconds more
+to build, and a bulk job builds one per task.)
+
+:meth:`TaskSpec.prepare` turns it into the protocol's frame for a taskUUID; this is
+where bad input is refused, with a :class:`~orchestrator.errors.LocalProtocolError`
+naming the wire field, its Python name and the rule, before anything is sent.
+
+Names. A spec's field is the snake_case of its wire name (``clipSkip`` ->
+``clip_skip``, ``lora``, ``lowThresholdCanny`` -> ``low_threshold_canny``), with
+these exceptions, mapped here and only here:
+
+- a choice from one of the seed's tables drops its ``Id``/``Type`` and takes the
+  table's id or its name: ``model`` (``"4"``, ``4``, ``"SDXL v1.0"`` or an AIR id),
+  ``size`` (``11`` or ``"1024x1024"``), ``scheduler``, ``style``, ``language``,
+  ``preprocessor``;
+- ``prompt`` (``promptText``), ``negative_prompt`` (the legacy `` -no `` suffix),
+  ``guidance`` (``gScale``), ``init_image_uuid`` (``imageInitiatorUUID``),
+  ``mask_image_uuid`` (``imageMaskInitiatorUUID``), and ``UploadImage.image``
+  (``imageBase64``, which also takes raw bytes).
+"""
+
+from __future__ import annotations
+
+import base64
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, TypedDict
+
+from protocol.codec import PreparedTask, prepare
+from protocol.errors import FieldError, LocalProtocolError
+from protocol.fastpath import prepare_text_to_image
+from protocol.messages import (
+    ControlNet,
+    Lora,
+    NewImageUpload,
+    NewTask,
+    PreProcessControlNetRequest,
+    PromptEnhance,
+    RemoveBackgroundRequest,
+    ReverseImageClip,
+    TaskRequest,
+    UpscaleGanRequest,
+    join_negative_prompt,
+)
+from protocol.requests import image_uuids
+from protocol.tables import (
+    LANGUAGES,
+    MODELS,
+    SCHEDULERS,
+    SIZES,
+    STYLES,
+    TaskType,
+    language_id_for,
+    model_id_for,
+    scheduler_id_for,
+    size_id_for,
+    style_id_for,
+)
+
+__all__ = [
+    "ControlNetImage",
+    "EnhancePrompt",
+    "GenerationOptions",
+    "ImageToImage",
+    "ImageToText",
+    "Inpaint",
+    "PreprocessControlNet",
+    "PreprocessOptions",
+    "RemoveBackground",
+    "TaskSpec",
+    "TextToImage",
+    "UploadImage",
+    "Upscale",
+]
+
+
+# -- choices by id or by name ----------------------------------------------------------------
+
+
+def _size_by_name(name: str) -> int:
+    width, _, height = name.lower().partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise LookupError(name)
+    return size_id_for(int(width), int(height))
+
+
+def _model_by_name(name: str) -> str:
+    # An id ("4") or an AIR id passes as it is; the message's own rule judges it.
+    return name if name in MODELS or ":" in name else model_id_for(name)
+
+
+# wire name -> (Python name, name lookup, what the rule says)
+_CHOICES: Final[Mapping[str, tuple[str, Callable[[str], Any], str]]] = {
+    "modelId": ("model", _model_by_name, f"a model id ({', '.join(MODELS)}), name or AIR id"),
+    "sizeId": ("size", _size_by_name, f"a sizeId ({', '.join(map(str, SIZES))}) or 'WxH'"),
+    "schedulerId": ("scheduler", scheduler_id_for, f"a scheduler id (1-{len(SCHEDULERS)}) or name"),
+    "styleId": ("style", style_id_for, f"a style id (1-{len(STYLES)}) or name"),
+    "promptLanguageId": ("language", language_id_for, f"a language id or name ({len(LANGUAGES)})"),
+}
+
+
+def _by_name(wire: str, value: str, message: str) -> Any:
+    """The id a table choice given by name stands for; raises LocalProtocolError naming it."""
+    python_name, lookup, rule = _CHOICES[wire]
+    try:
+        return lookup(value)
+    except LookupError:
+        error = FieldError(wire, python_name, value, f"must be {rule}")
+        raise LocalProtocolError(f"invalid {message}", (error,)) from None
+
+
+def _set(**fields: Any) -> dict[str, Any]:
+    # Only what the user set goes on the wire: the server's defaults apply to the rest.
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+# -- the specs -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class TaskSpec:
+    """Base of every task spec. ``task_uuid``: choose the taskUUID (default: a new UUIDv4)."""
+
+    task_uuid: str | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the protocol message. Raises LocalProtocolError naming the broken field."""
+        raise NotImplementedError
+
+    def prepare(self, task_uuid: str) -> PreparedTask:
+        """Validate and encode the task for ``task_uuid``, once (what the orchestrator sends)."""
+        return prepare(self.to_request(task_uuid))
+
+    def image_refs(self) -> tuple[str, ...]:
+        """imageUUIDs this task reads: it must run where those images are."""
+        return ()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Generation(TaskSpec):
+    prompt: str
+    negative_prompt: str | None = None
+    number_results: int = 1
+    model: str | int | None = None
+    size: int | str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    scheduler: int | str | None = None
+    style: int | str | None = None
+    clip_skip: int | None = None
+    language: int | str | None = None
+    use_cache: bool | None = None
+    save_to_cache: bool | None = None
+    offset: int | None = None
+    check_nsfw: bool | None = None
+    use_prompt_weighting: bool | None = None
+    upload_endpoint: str | None = None
+    lora: tuple[Lora, ...] | None = None
+    return_base64_image: bool | None = None
+
+    _task_type = TaskType.TEXT_TO_IMAGE
+
+    def _fields(self) -> dict[str, Any]:
+        # Wire names, and only what the user set: the server's defaults apply to the rest.
+        fields = {
+            "promptText": join_negative_prompt(self.prompt, self.negative_prompt),
+            "numberResults": self.number_results,
+        }
+        fields.update(self._options())
+        return fields
+
+    def _options(self) -> dict[str, Any]:
+        options = {}
+        for name, value in zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True):
+            if value is not None:
+                # A table choice given by name (a str; ids are ints) becomes its id.
+                if type(value) is str and name in _CHOICES:
+                    value = _by_name(name, value, NewTask.wire_name)
+                options[name] = value
+        return options
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newTask`` message."""
+        return NewTask(task_uuid=task_uuid, task_type=self._task_type, **self._fields())
+
+
+# (wire name, attribute) of the generation options, in wire order.
+_GENERATION_FIELDS: Final = (
+    ("modelId", "model"),
+    ("sizeId", "size"),
+    ("steps", "steps"),
+    ("gScale", "guidance"),
+    ("seed", "seed"),
+    ("schedulerId", "scheduler"),
+    ("styleId", "style"),
+    ("clipSkip", "clip_skip"),
+    ("promptLanguageId", "language"),
+    ("useCache", "use_cache"),
+    ("saveToCache", "save_to_cache"),
+    ("offset", "offset"),
+    ("checkNsfw", "check_nsfw"),
+    ("usePromptWeighting", "use_prompt_weighting"),
+    ("uploadEndpoint", "upload_endpoint"),
+    ("lora", "lora"),
+    ("returnBase64Image", "return_base64_image"),
+)
+_GENERATION_WIRE_NAMES: Final = tuple(wire_name for wire_name, _ in _GENERATION_FIELDS)
+_generation_values = operator.attrgetter(*(attribute for _, attribute in _GENERATION_FIELDS))
+
+
+class GenerationOptions(TypedDict, total=False):
+    """The keyword options of the generation methods (``Orchestrator.text_to_image`` and
+    its siblings): every field of :class:`TextToImage` but ``prompt``."""
+
+    task_uuid: str | None
+    negative_prompt: str | None
+    number_results: int
+    model: str | int | None
+    size: int | str | None
+    steps: int | None
+    guidance: float | None
+    seed: int | None
+    scheduler: int | str | None
+    style: int | str | None
+    clip_skip: int | None
+    language: int | str | None
+    use_cache: bool | None
+    save_to_cache: bool | None
+    offset: int | None
+    check_nsfw: bool | None
+    use_prompt_weighting: bool | None
+    upload_endpoint: str | None
+    lora: tuple[Lora, ...] | None
+    return_base64_image: bool | None
+
+
+@dataclass(slots=True, kw_only=True)
+class TextToImage(_Generation):
+    """Generate ``number_results`` images from a prompt (taskType 1)."""
+
+    def prepare(self, task_uuid: str) -> PreparedTask:
+        """Validate and encode the task; the common case skips building the model."""
+        prompt_text = join_negative_prompt(self.prompt, self.negative_prompt)
+        prepared = prepare_text_to_image(
+            task_uuid, prompt_text, self.number_results, self._options()
+        )
+        return prepare(self.to_request(task_uuid)) if prepared is None else prepared
+
+
+@dataclass(slots=True, kw_only=True)
+class ImageToImage(_Generation):
+    """Generate from a prompt and an init image (taskType 2); ``strength`` 0-1."""
+
+    init_image_uuid: str
+    strength: float | None = None
+
+    _task_type = TaskType.IMAGE_TO_IMAGE
+
+    def _fields(self) -> dict[str, Any]:
+        return _Generation._fields(self) | _set(
+            imageInitiatorUUID=self.init_image_uuid, strength=self.strength
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image."""
+        return (self.init_image_uuid,)
+
+
+@dataclass(slots=True, kw_only=True)
+class Inpaint(_Generation):
+    """Repaint the masked part of an init image (taskType 3)."""
+
+    init_image_uuid: str
+    mask_image_uuid: str
+
+    _task_type = TaskType.INPAINTING
+
+    def _fields(self) -> dict[str, Any]:
+        return _Generation._fields(self) | _set(
+            imageInitiatorUUID=self.init_image_uuid,
+            imageMaskInitiatorUUID=self.mask_image_uuid,
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image and the mask."""
+        return (self.init_image_uuid, self.mask_image_uuid)
+
+
+@dataclass(slots=True, kw_only=True)
+class ControlNetImage(_Generation):
+    """Generate guided by ControlNet (taskType 9, or 10 with an init image)."""
+
+    control_net: tuple[ControlNet, ...]
+    init_image_uuid: str | None = None
+    strength: float | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newTask`` message (type 10 when an init image is given)."""
+        task_type = TaskType.CONTROLNET_TEXT_TO_IMAGE
+        if self.init_image_uuid is not None:
+            task_type = TaskType.CONTROLNET_IMAGE_TO_IMAGE
+        extra = _set(
+            controlNet=self.control_net,
+            imageInitiatorUUID=self.init_image_uuid,
+            strength=self.strength,
+        )
+        return NewTask(task_uuid=task_uuid, task_type=task_type, **(self._fields() | extra))
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The init image and the guides given by imageUUID."""
+        guides = tuple(g.guide_image_uuid for g in self.control_net if g.guide_image_uuid)
+        return (self.init_image_uuid, *guides) if self.init_image_uuid else guides
+
+
+@dataclass(slots=True, kw_only=True)
+class Upscale(TaskSpec):
+    """Upscale an image by ``upscale_factor`` 2, 3 or 4 (taskType 6)."""
+
+    image_uuid: str
+    upscale_factor: int = 2
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newUpscaleGan`` message."""
+        return UpscaleGanRequest(
+            task_uuid=task_uuid, image_uuid=self.image_uuid, upscale_factor=self.upscale_factor
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The image to upscale."""
+        return (self.image_uuid,)
+
+
+@dataclass(slots=True, kw_only=True)
+class RemoveBackground(TaskSpec):
+    """Cut the subject out of an image into a transparent PNG (taskType 8)."""
+
+    image_uuid: str
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newRemoveBackground`` message."""
+        return RemoveBackgroundRequest(task_uuid=task_uuid, image_uuid=self.image_uuid)
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The source image."""
+        return (self.image_uuid,)
+
+
+@dataclass(slots=True, kw_only=True)
+class ImageToText(TaskSpec):
+    """Caption an image (taskType 4)."""
+
+    image_uuid: str
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newReverseImageClip`` message."""
+        return ReverseImageClip(task_uuid=task_uuid, image_uuid=self.image_uuid)
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The image to caption."""
+        return (self.image_uuid,)
+
+
+@dataclass(slots=True, kw_only=True)
+class EnhancePrompt(TaskSpec):
+    """Write ``prompt_versions`` (1-5) richer versions of a prompt (taskType 5)."""
+
+    prompt: str
+    prompt_versions: int = 1
+    prompt_max_length: int | None = None
+    language: int | str | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newPromptEnhance`` message."""
+        language = self.language
+        if type(language) is str:
+            language = _by_name("promptLanguageId", language, PromptEnhance.wire_name)
+        fields = _set(prompt_max_length=self.prompt_max_length, prompt_language_id=language)
+        return PromptEnhance(
+            task_uuid=task_uuid, prompt=self.prompt, prompt_versions=self.prompt_versions, **fields
+        )
+
+
+@dataclass(slots=True, kw_only=True)
+class UploadImage(TaskSpec):
+    """Upload an image (raw bytes, base64 text or a data URI) to use by imageUUID (type 7)."""
+
+    image: bytes | str = field(repr=False)
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newImageUpload`` message."""
+        data = self.image
+        text = base64.b64encode(data).decode() if isinstance(data, bytes) else data
+        return NewImageUpload(task_uuid=task_uuid, image_base64=text)
+
+
+@dataclass(slots=True, kw_only=True)
+class PreprocessControlNet(TaskSpec):
+    """Turn a guide image into a ControlNet guide (taskType 11), by imageUUID or URL."""
+
+    preprocessor: str
+    guide_image_uuid: str | None = None
+    guide_image_url: str | None = None
+    width: int | None = None
+    height: int | None = None
+    low_threshold_canny: int | None = None
+    high_threshold_canny: int | None = None
+    include_hands_and_face_open_pose: bool | None = None
+    return_base64_image: bool | None = None
+
+    def to_request(self, task_uuid: str) -> TaskRequest:
+        """Build the ``newPreProcessControlNet`` message."""
+        fields = _set(
+            guide_image_uuid=self.guide_image_uuid,
+            guide_image_url=self.guide_image_url,
+            width=self.width,
+            height=self.height,
+            low_threshold_canny=self.low_threshold_canny,
+            high_threshold_canny=self.high_threshold_canny,
+            include_hands_and_face_open_pose=self.include_hands_and_face_open_pose,
+            return_base64_image=self.return_base64_image,
+        )
+        return PreProcessControlNetRequest(
+            task_uuid=task_uuid, pre_processor_type=self.preprocessor, **fields
+        )
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The guide image, when given by imageUUID."""
+        return (self.guide_image_uuid,) if self.guide_image_uuid else ()
+
+
+class PreprocessOptions(TypedDict, total=False):
+    """The keyword options of ``Orchestrator.controlnet_preprocess``: every field of
+    :class:`PreprocessControlNet` but ``preprocessor``."""
+
+    task_uuid: str | None
+    guide_image_uuid: str | None
+    guide_image_url: str | None
+    width: int | None
+    height: int | None
+    low_threshold_canny: int | None
+    high_threshold_canny: int | None
+    include_hands_and_face_open_pose: bool | None
+    return_base64_image: bool | None
+
+
+def spec_image_refs(task: TaskSpec | TaskRequest) -> tuple[str, ...]:
+    """imageUUIDs a spec or a raw protocol message reads."""
+    return task.image_refs() if isinstance(task, TaskSpec) else image_uuids(task)

@@ -1,0 +1,97 @@
+"""What a task request asks for, read the same way by every side.
+
+The request messages differ in shape (a ``newTask`` names its init image
+``imageInitiatorUUID``, an upscale its source ``imageUUID``); these typed helpers
+answer the questions the client and the server both ask of any of them: which images
+it reads (for routing and for fetching), its prompt, its seed, whether it wants
+base64 inline and where its images are pushed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .messages import (
+    NewImageUpload,
+    NewTask,
+    PreProcessControlNetRequest,
+    PromptEnhance,
+    TaskRequest,
+)
+
+__all__ = [
+    "ImageReference",
+    "image_references",
+    "image_uuids",
+    "prompt_of",
+    "requested_seed",
+    "returns_base64",
+    "upload_endpoint",
+]
+
+
+class ImageReference(NamedTuple):
+    """One image a task reads.
+
+    ``role`` is its part in the job (``init``, ``mask``, ``guide0``, ``image``),
+    ``field`` the wire path that names it, ``value`` the imageUUID or URL.
+    """
+
+    role: str
+    field: str
+    value: str
+    is_url: bool
+
+
+def image_references(task: TaskRequest) -> tuple[ImageReference, ...]:
+    """Every image ``task`` reads, by imageUUID or by URL, in field order."""
+    refs: list[tuple[str, str, str | None, bool]] = []
+    if isinstance(task, NewTask):
+        refs += [
+            ("init", "imageInitiatorUUID", task.image_initiator_uuid, False),
+            ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid, False),
+        ]
+        for i, control in enumerate(task.control_net or ()):
+            refs += [
+                (f"guide{i}", f"controlNet[{i}].guideImageUUID", control.guide_image_uuid, False),
+                (f"guide{i}", f"controlNet[{i}].guideImageUrl", control.guide_image_url, True),
+            ]
+    elif isinstance(task, PreProcessControlNetRequest):
+        refs += [
+            ("image", "guideImageUUID", task.guide_image_uuid, False),
+            ("image", "guideImageUrl", task.guide_image_url, True),
+        ]
+    elif not isinstance(task, NewImageUpload | PromptEnhance):
+        refs.append(("image", "imageUUID", task.image_uuid, False))
+    return tuple(ImageReference(r, f, v, u) for r, f, v, u in refs if v is not None)
+
+
+def image_uuids(task: TaskRequest) -> tuple[str, ...]:
+    """The imageUUIDs ``task`` reads: it must run where those images are."""
+    return tuple(ref.value for ref in image_references(task) if not ref.is_url)
+
+
+def prompt_of(task: TaskRequest) -> tuple[str, str] | None:
+    """``(wire field, text)`` of the task's prompt, for the kinds that have one."""
+    if isinstance(task, NewTask):
+        return "promptText", task.prompt_text
+    if isinstance(task, PromptEnhance):
+        return "prompt", task.prompt
+    return None
+
+
+def requested_seed(task: TaskRequest) -> int | None:
+    """The seed the task gives, if it is a generation that gives one."""
+    return task.seed if isinstance(task, NewTask) else None
+
+
+def returns_base64(task: TaskRequest) -> bool:
+    """Whether the task asked for its images inline (``returnBase64Image``)."""
+    if isinstance(task, NewTask | PreProcessControlNetRequest):
+        return task.return_base64_image
+    return False
+
+
+def upload_endpoint(task: TaskRequest) -> str | None:
+    """Where the server must push the task's images (``uploadEndpoint``), if anywhere."""
+    return task.upload_endpoint if isinstance(task, NewTask) else None
