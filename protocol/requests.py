@@ -12,9 +12,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .messages import (
+    ClientMessage,
+    NewConnection,
     NewImageUpload,
     NewTask,
     PreProcessControlNetRequest,
+    Ping,
     PromptEnhance,
     TaskRequest,
 )
@@ -26,6 +29,7 @@ __all__ = [
     "prompt_of",
     "requested_seed",
     "returns_base64",
+    "task_uuid_of",
     "upload_endpoint",
 ]
 
@@ -95,3 +99,8 @@ def returns_base64(task: TaskRequest) -> bool:
 def upload_endpoint(task: TaskRequest) -> str | None:
     """Where the server must push the task's images (``uploadEndpoint``), if anywhere."""
     return task.upload_endpoint if isinstance(task, NewTask) else None
+
+
+def task_uuid_of(message: ClientMessage) -> str | None:
+    """The taskUUID a client message names (a task request or a cancel), if any."""
+    return None if isinstance(message, NewConnection | Ping) else message.task_uuid

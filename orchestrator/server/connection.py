@@ -14,7 +14,9 @@ from collections.abc import Callable
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .state import ServerSession
+from protocol.codec import encode
+
+from .state import ServerSession, error_message
 
 __all__ = ["Connection"]
 
@@ -39,6 +41,16 @@ class Connection:
             return
         self._outbox.append((task_uuid, frame))
         self._wake.set()
+
+    def send_error(self, error_id: int, text: str, task_uuid: str | None = None) -> None:
+        """Queue an error frame, in the form the session's extensions ask for."""
+        extensions = self.session.extensions if self.session is not None else frozenset()
+        self.send(encode(error_message(error_id, text, task_uuid, extensions)))
+
+    def refuse(self, error_id: int, text: str) -> None:
+        """Send an error, then close the socket (a refused key or session)."""
+        self.send_error(error_id, text)
+        self.close(1008, text[:120])
 
     def close(self, code: int, reason: str) -> None:
         """Close once the frames queued so far are written."""

@@ -70,10 +70,8 @@ from .backends import SourceImage
 
 __all__ = [
     "FairQueue",
-    "image_references",
     "cache_key",
     "output_format",
-    "seed_for",
     "ImageResult",
     "KeyRing",
     "ReplyResult",
@@ -276,39 +274,6 @@ def _reply_message(
 
 
 # -- task parameters ------------------------------------------------------------------------
-
-
-def image_references(task: TaskRequest) -> list[tuple[str, str, str, bool]]:
-    """The images a task refers to: (role in the job, wire field, UUID or URL, is a URL)."""
-    refs: list[tuple[str, str, str | None, bool]] = []
-    if isinstance(task, NewTask):
-        refs += [
-            ("init", "imageInitiatorUUID", task.image_initiator_uuid, False),
-            ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid, False),
-        ]
-        for i, control in enumerate(task.control_net or ()):
-            refs += [
-                (f"guide{i}", f"controlNet[{i}].guideImageUUID", control.guide_image_uuid, False),
-                (f"guide{i}", f"controlNet[{i}].guideImageUrl", control.guide_image_url, True),
-            ]
-    elif isinstance(task, PreProcessControlNetRequest):
-        refs += [
-            ("image", "guideImageUUID", task.guide_image_uuid, False),
-            ("image", "guideImageUrl", task.guide_image_url, True),
-        ]
-    elif not isinstance(task, NewImageUpload | PromptEnhance):
-        refs.append(("image", "imageUUID", task.image_uuid, False))
-    return [(role, name, value, is_url) for role, name, value, is_url in refs if value is not None]
-
-
-def seed_for(task: TaskRequest) -> int:
-    """The task's seed, or one derived from its taskUUID when it gives none."""
-    seed = getattr(task, "seed", None)
-    if seed is not None:
-        return int(seed)
-    # A missing seed is derived from the taskUUID, so a retried task gives the same pixels.
-    digest = hashlib.sha256(task.task_uuid.lower().encode()).digest()
-    return int.from_bytes(digest[:4], "big") + 1
 
 
 def cache_key(task: NewTask) -> Hashable:

@@ -1,0 +1,96 @@
+"""A/B: the client's CPU per task in this tree against another tree, interleaved.
+
+Both trees are driven by the same clients (``bench/throughput.py``'s floor, ``orch run``
+and ``orch map``) against one responder process, at ``--in-flight`` K (default 1,024).
+Each round runs one child process per tree, alternating which goes first, and each child
+measures the floor beside the orchestrator, so every figure is a ratio to a floor taken
+moments before it on the same machine. Prints each round, then the medians and the
+ratio of the two trees' medians (below 1.0: this tree spends less CPU per task).
+
+Run: python bench/compare.py BASELINE_TREE [--rounds 7] [--in-flight 1024] [--tasks 20000]
+(e.g. ``git worktree add /tmp/base HEAD~1`` or ``git archive REV | tar -x -C /tmp/base``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENTS = ("orch run", "orch map")
+
+
+def child(total: int, in_flight: int, url: str) -> None:
+    """One measurement, in the tree on ``sys.path`` first: CPU us/task of each client."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import orchestrator
+    import throughput
+
+    figures: dict[str, object] = {"tree": str(Path(orchestrator.__file__).parent.parent)}
+    clients = {"floor": throughput.floor, "orch run": throughput.orch_run}
+    clients["orch map"] = throughput.orch_map
+    for name, client in clients.items():
+        figures[name] = asyncio.run(client(url, total, in_flight)).cpu_us
+    print(json.dumps(figures))
+
+
+def measure(tree: Path, total: int, in_flight: int, url: str) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    command = [sys.executable, __file__, "--child", url, "--tasks", str(total)]
+    command += ["--in-flight", str(in_flight)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    figures = json.loads(done.stdout)
+    if Path(figures.pop("tree")).resolve() != tree.resolve():
+        raise RuntimeError(f"the child did not import orchestrator from {tree}")
+    return {name: float(value) for name, value in figures.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("baseline", nargs="?", type=Path, help="the other tree")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--in-flight", type=int, default=1024)
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.tasks, args.in_flight, args.child)
+        return
+    if args.baseline is None:
+        parser.error("give the baseline tree")
+    sys.path.insert(0, str(ROOT / "bench"))
+    import throughput
+
+    trees = {"this": ROOT, "baseline": args.baseline}
+    ratios: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CLIENTS} for t in trees}
+    print(f"K={args.in_flight}, {args.tasks} tasks per client per round; CPU/task / floor's")
+    with throughput.server("responder") as url:
+        for number in range(args.rounds):
+            order = list(trees) if number % 2 == 0 else list(reversed(trees))
+            for name in order:
+                figures = measure(trees[name], args.tasks, args.in_flight, url)
+                cells = []
+                for client in CLIENTS:
+                    ratio = figures[client] / figures["floor"]
+                    ratios[name][client].append(ratio)
+                    cells.append(f"{client} {ratio:.3f}x")
+                floor = figures["floor"]
+                print(f"round {number + 1} {name:<8} floor {floor:6.1f} us  " + "  ".join(cells))
+    print()
+    for client in CLIENTS:
+        this = statistics.median(ratios["this"][client])
+        base = statistics.median(ratios["baseline"][client])
+        print(
+            f"{client}: median {this:.3f}x the floor (baseline {base:.3f}x); "
+            f"this / baseline = {this / base:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,496 @@
+"""The reference server's scheduler: accepting tasks, the workers, execution, cost and push.
+
+Theory of operation
+===================
+
+:meth:`Scheduler.accept` decides synchronously what a task request means (after its one
+await, resolving an ``uploadEndpoint``): a known taskUUID is adopted and its results re-sent
+(never generated twice, see :mod:`.state`), a request over a limit is refused with an error
+frame and leaves no record, and anything else becomes a QUEUED record in the fair queue,
+served first from the result cache when it can be.
+
+``workers`` coroutines take records from the queue and run the backend, in worker threads
+when it is ``blocking`` (at most ``workers`` at once), so the loop keeps answering pongs and
+other connections while images render. Each result is stored, pushed to the task's
+``uploadEndpoint`` when it has one, priced, and delivered to the record's session the moment
+it exists; a session with no socket just notes the task, for its resume to replay.
+
+A record ends once (DONE or FAILED); a cancel or a shutdown fails it, and a job running in
+a thread stops at its next call into the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+
+from protocol import (
+    NewImageUpload,
+    NewProgress,
+    NewTask,
+    PreProcessControlNetRequest,
+    ServerMessage,
+    TaskRequest,
+    encode,
+)
+from protocol.identity import image_uuid_for, seed_for_task
+from protocol.requests import (
+    image_references,
+    prompt_of,
+    requested_seed,
+    returns_base64,
+    upload_endpoint,
+)
+from protocol.tables import ErrorId
+
+from .backends import (
+    Backend,
+    ImageOutput,
+    Job,
+    JobCancelled,
+    JobError,
+    Output,
+    SourceImage,
+    image_format,
+)
+from .config import ServerConfig
+from .connection import Connection
+from .push import Pusher, PushError, expand_url
+from .state import (
+    FairQueue,
+    ImageResult,
+    ReplyResult,
+    Result,
+    ServerSession,
+    TaskRecord,
+    TaskState,
+    TextResult,
+    cache_key,
+    error_message,
+    output_format,
+    result_message,
+)
+from .store import ImageStore, ResultCache, StoredImage
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("orchestrator.server")
+
+_GENERATION_COST_STEPS: Final = 1  # upscale and background removal price as one step
+
+
+class _InlineContext:
+    """Job context for backends that run on the loop: outputs are collected, then published."""
+
+    def __init__(self) -> None:
+        self.outputs: list[Output] = []
+
+    def emit(self, output: Output) -> None:
+        self.outputs.append(output)
+
+    def progress(self, step: int, steps: int) -> None:
+        pass
+
+
+class _ThreadContext:
+    """Job context for worker threads: each call runs on the loop and waits for it.
+
+    A job whose task was cancelled or failed (a shutdown fails them all) stops at its next
+    call, and never calls into a loop that may be gone.
+    """
+
+    def __init__(self, scheduler: Scheduler, record: TaskRecord) -> None:
+        self._scheduler = scheduler
+        self._record = record
+        self._progress = "progress" in record.session.extensions
+
+    def _check(self) -> None:
+        if self._record.is_finished:
+            raise JobCancelled(self._record.uuid)
+
+    def emit(self, output: Output) -> None:
+        self._check()
+        anyio.from_thread.run(self._scheduler.publish, self._record, output)
+
+    def progress(self, step: int, steps: int) -> None:
+        self._check()
+        if self._progress:
+            anyio.from_thread.run_sync(self._scheduler.send_progress, self._record, step, steps)
+
+
+class Scheduler:
+    """Task records by (key, taskUUID), the fair queue, and the workers. See the module doc.
+
+    Args:
+        src: the URL an image is hosted at (the hosting side knows the address).
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        backend: Backend,
+        store: ImageStore,
+        pusher: Pusher,
+        clock: Callable[[], float],
+        src: Callable[[StoredImage], str],
+    ) -> None:
+        self._config = config
+        self._backend = backend
+        self._store = store
+        self._cache = ResultCache(store)
+        self._pusher = pusher
+        self._clock = clock
+        self._src = src
+        self._tasks: dict[str, dict[str, TaskRecord]] = {}
+        self._queue = FairQueue()
+        self._active_total = 0
+        self._running: set[TaskRecord] = set()
+        self._idle = asyncio.Event()  # set whenever no task is running
+        self._idle.set()
+        self._limiter = anyio.CapacityLimiter(max(1, config.workers))
+        self.closing = False
+
+    # -- accepting tasks --
+
+    async def accept(self, conn: Connection, session: ServerSession, task: TaskRequest) -> None:
+        """Adopt, refuse or queue a task request (see the module docstring)."""
+        # The only await (resolving an uploadEndpoint's host) comes first, so everything after
+        # it, the dedupe included, is decided in one step: no other frame can come between.
+        upload_refusal = await self._check_upload(task)
+        tasks = self._tasks.setdefault(session.key_id, {})
+        record = tasks.get(task.task_uuid)
+        if record is not None:
+            self._adopt(record, session)
+            return
+        refusal = self._refusal(session, task) or upload_refusal
+        if refusal is not None:
+            conn.send_error(*refusal, task.task_uuid)
+            return
+        sources = self._sources(task)
+        if isinstance(sources, tuple):
+            conn.send_error(*sources, task.task_uuid)
+            return
+        seed = requested_seed(task)
+        if seed is None:  # derived, so a retried task gives the same pixels
+            seed = seed_for_task(task.task_uuid)
+        record = TaskRecord(task.task_uuid, session.key_id, task, session, seed, sources=sources)
+        tasks[task.task_uuid] = record
+        session.active.add(task.task_uuid)
+        self._active_total += 1
+        if isinstance(task, NewTask):
+            self._serve_from_cache(record, task)
+        if isinstance(task, NewTask) and record.first >= task.number_results:
+            self._finish(record)
+        else:
+            self._queue.put(session.uuid, record)
+
+    def _adopt(self, record: TaskRecord, session: ServerSession) -> None:
+        # A known taskUUID: never generated twice; its results so far go to the asker.
+        previous = record.session
+        if previous is not session:
+            previous.active.discard(record.uuid)
+            previous.undelivered.discard(record.uuid)
+            record.session = session
+            if not record.is_finished:
+                session.active.add(record.uuid)
+        self._replay(record)
+
+    def _refusal(self, session: ServerSession, task: TaskRequest) -> tuple[int, str] | None:
+        limits = self._config.limits
+        if self.closing:
+            return ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping"
+        prompt = prompt_of(task)
+        if prompt is not None and len(prompt[1]) > limits.max_prompt_length:
+            rule = f"must be at most {limits.max_prompt_length} characters on this server"
+            return ErrorId.LIMIT_EXCEEDED, f"{prompt[0]}: {rule} (got {len(prompt[1])})"
+        if isinstance(task, NewTask) and task.number_results > limits.max_number_results:
+            rule = f"must be at most {limits.max_number_results} on this server"
+            return ErrorId.LIMIT_EXCEEDED, f"numberResults: {rule} (got {task.number_results})"
+        if len(session.active) >= limits.max_queued_per_connection:
+            bound = limits.max_queued_per_connection
+            return ErrorId.QUEUE_FULL, f"this session already has {bound} tasks queued"
+        if self._active_total >= limits.max_queued_total:
+            return (
+                ErrorId.QUEUE_FULL,
+                f"the server already has {limits.max_queued_total} tasks queued",
+            )
+        return None
+
+    async def _check_upload(self, task: TaskRequest) -> tuple[int, str] | None:
+        url = upload_endpoint(task)
+        if url is None:
+            return None
+        try:
+            await self._pusher.check(url)
+        except PushError as exc:
+            return ErrorId.VALIDATION_ERROR, f"uploadEndpoint: {exc}"
+        return None
+
+    def _sources(self, task: TaskRequest) -> dict[str, SourceImage] | tuple[int, str]:
+        # Images given by UUID must be here now; those given by URL are fetched when it runs.
+        sources: dict[str, SourceImage] = {}
+        for ref in image_references(task):
+            if ref.is_url:
+                continue
+            stored = self._store.get(ref.value)
+            if stored is None:
+                return ErrorId.IMAGE_NOT_FOUND, f"{ref.field}: no image {ref.value} on this server"
+            sources[ref.role] = SourceImage(stored.uuid, stored.data, stored.format, stored.prompt)
+        return sources
+
+    def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
+        key = record.cache_key = cache_key(task)
+        available = self._cache.count(key)
+        hits = (
+            []
+            if task.use_cache is False
+            else self._cache.page(key, task.offset, task.number_results)
+        )
+        for index, image in enumerate(hits):
+            copy = replace(image, uuid=image_uuid_for(record.uuid, index))
+            self._store.put(copy)
+            alt = task.positive_prompt
+            inline = task.return_base64_image
+            record.results.append(
+                ImageResult(copy.uuid, self._src(copy), 0.0, copy.seed, alt, inline)
+            )
+        record.first = len(hits)
+        made = task.number_results - record.first if task.save_to_cache is not False else 0
+        record.total_available = available + made  # images in the cache once this is done
+        if hits:
+            self._deliver(record, record.results)
+
+    def cancel(self, session: ServerSession, task_uuid: str) -> None:
+        """The session's ``cancelTask``: fail the task if it has not finished."""
+        record = self._tasks.get(session.key_id, {}).get(task_uuid)
+        if record is not None and not record.is_finished:
+            # A queued record is skipped when a worker reaches it; a running one stops at its
+            # next step (the backend sees the record finished).
+            self._fail(record, ErrorId.TASK_CANCELLED, "the task was cancelled")
+
+    def replay_session(self, session: ServerSession, task_uuids: list[str]) -> None:
+        """A resumed session: re-send the results (and errors) of ``task_uuids``."""
+        session.undelivered.clear()
+        tasks = self._tasks.get(session.key_id, {})
+        for task_uuid in task_uuids:
+            record = tasks.get(task_uuid)
+            if record is not None and record.session is session:
+                self._replay(record)
+
+    def _replay(self, record: TaskRecord) -> None:
+        if record.results:
+            self._deliver(record, record.results)
+        if record.error is not None:
+            self._deliver_error(record)
+
+    # -- running tasks --
+
+    async def worker(self) -> None:
+        """Take records from the fair queue and run them, forever."""
+        while True:
+            record = await self._queue.get()
+            if record.state is not TaskState.QUEUED:
+                continue
+            record.state = TaskState.RUNNING
+            self._running.add(record)
+            self._idle.clear()
+            try:
+                await self._execute(record)
+            except JobCancelled:
+                pass  # already failed by whoever cancelled it
+            except JobError as exc:
+                self._fail(record, exc.error_id, exc.message)
+            except PushError as exc:
+                self._fail(record, ErrorId.UPLOAD_FAILED, f"uploadEndpoint: {exc}")
+            except Exception:
+                log.exception("task %s failed", record.uuid)
+                self._fail(record, ErrorId.INTERNAL_ERROR, "the server failed to run the task")
+            else:
+                self._finish(record)
+            finally:
+                self._running.discard(record)
+                if not self._running:
+                    self._idle.set()
+
+    async def _execute(self, record: TaskRecord) -> None:
+        sources = {**record.sources, **await self._fetch_guides(record.request)}
+        job = Job(
+            record.request,
+            seed=record.seed,
+            first=record.first,
+            sources=sources,
+            output_format=output_format(sources),
+        )
+        record.sources = {}  # the job holds them now; the record outlives it
+        if not self._backend.blocking:
+            context = _InlineContext()
+            self._backend.run(job, context)
+            for output in context.outputs:
+                await self.publish(record, output)
+            return
+        await anyio.to_thread.run_sync(
+            self._backend.run,
+            job,
+            _ThreadContext(self, record),
+            limiter=self._limiter,
+            abandon_on_cancel=True,
+        )
+
+    async def _fetch_guides(self, task: TaskRequest) -> dict[str, SourceImage]:
+        # Guides given by URL are fetched when the task runs (the address policy applies).
+        fetched: dict[str, SourceImage] = {}
+        for ref in image_references(task):
+            if not ref.is_url:
+                continue
+            try:
+                data = await self._pusher.get(ref.value, self._config.limits.max_frame_bytes)
+            except PushError as exc:
+                raise JobError(ErrorId.IMAGE_NOT_FOUND, f"{ref.field}: {exc}") from exc
+            fetched[ref.role] = SourceImage(ref.value, data, image_format(data) or "png")
+        return fetched
+
+    async def publish(self, record: TaskRecord, output: Output) -> None:
+        """Store, push and deliver one output of a running job."""
+        if record.is_finished:
+            raise JobCancelled(record.uuid)
+        if isinstance(output, ImageOutput):
+            result = await self._store_image(record, output)
+        else:
+            result = TextResult(output.text)
+        record.results.append(result)
+        self._deliver(record, [result])
+
+    async def _store_image(self, record: TaskRecord, output: ImageOutput) -> Result:
+        task = record.request
+        stored = StoredImage(
+            image_uuid_for(record.uuid, output.index),
+            output.data,
+            output.format,
+            output.width,
+            output.height,
+            output.prompt,
+            output.seed,
+        )
+        self._store.put(stored)
+        inline = returns_base64(task)
+        upload = upload_endpoint(task)
+        if upload is not None:
+            url = expand_url(
+                upload,
+                imageUUID=stored.uuid,
+                taskUUID=record.uuid,
+                index=output.index,
+                ext=stored.extension,
+            )
+            await self._pusher.put(url, stored.data, stored.content_type)
+        if isinstance(task, NewTask) and task.save_to_cache is not False:
+            self._cache.add(record.cache_key, stored.uuid)
+        if isinstance(task, NewImageUpload | PreProcessControlNetRequest):
+            init = task.guide_image_uuid if isinstance(task, PreProcessControlNetRequest) else None
+            return ReplyResult(stored.uuid, self._src(stored), init, inline)
+        return ImageResult(
+            stored.uuid, self._src(stored), self._cost(task, stored), output.seed, None, inline
+        )
+
+    def _cost(self, task: TaskRequest, image: StoredImage) -> float:
+        steps = task.steps if isinstance(task, NewTask) else _GENERATION_COST_STEPS
+        megapixels = image.width * image.height / 1e6
+        return round(megapixels * steps * self._config.cost_per_megapixel_step, 8)
+
+    def send_progress(self, record: TaskRecord, step: int, steps: int) -> None:
+        """A step of a running job, to the record's connection if it has one."""
+        conn = record.session.connection
+        if conn is not None and not record.is_finished:
+            message = NewProgress(task_uuid=record.uuid, step=step, steps=steps)
+            conn.send(encode(message))
+
+    # -- finishing and delivering --
+
+    def _finish(self, record: TaskRecord) -> None:
+        if record.is_finished:
+            return
+        record.state = TaskState.DONE
+        self._close_record(record)
+
+    def _fail(self, record: TaskRecord, error_id: int, text: str) -> None:
+        if record.is_finished:
+            return
+        record.state = TaskState.FAILED
+        record.error = (error_id, text)
+        self._close_record(record)
+        self._deliver_error(record)
+
+    def _close_record(self, record: TaskRecord) -> None:
+        record.finished_at = self._clock()
+        record.session.active.discard(record.uuid)
+        self._active_total -= 1
+
+    def _deliver(self, record: TaskRecord, results: list[Result]) -> None:
+        self._send_to_session(record, lambda extensions: self._results(record, results, extensions))
+
+    def _deliver_error(self, record: TaskRecord) -> None:
+        assert record.error is not None
+        error_id, text = record.error
+        self._send_to_session(
+            record, lambda extensions: error_message(error_id, text, record.uuid, extensions)
+        )
+
+    def _send_to_session(
+        self, record: TaskRecord, render: Callable[[frozenset[str]], ServerMessage]
+    ) -> None:
+        # Rendered only when a connection will carry it: a detached session just notes the
+        # task, and a resume renders its frames afresh for the extensions then negotiated.
+        session = record.session
+        conn = session.connection
+        if conn is None:
+            session.undelivered.add(record.uuid)
+            return
+        conn.send(encode(render(session.extensions)), record.uuid)
+
+    def _results(
+        self, record: TaskRecord, results: list[Result], extensions: frozenset[str]
+    ) -> ServerMessage:
+        inline = {
+            r.image_uuid: self._base64(r.image_uuid)
+            for r in results
+            if isinstance(r, ImageResult | ReplyResult) and r.inline
+        }
+        return result_message(record, results, extensions, inline)
+
+    def _base64(self, image_uuid: str) -> str:
+        stored = self._store.get(image_uuid)
+        return base64.b64encode(stored.data).decode() if stored is not None else ""
+
+    # -- stopping and housekeeping --
+
+    async def shut_down(self, grace: float) -> None:
+        """Refuse new work, fail queued tasks, give running ones ``grace`` seconds, then
+        fail the rest (their error frames are queued on their connections)."""
+        self.closing = True
+        for record in self._queue.drain():
+            self._fail(record, ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping")
+        with anyio.move_on_after(grace):
+            if self._running:
+                await self._idle.wait()
+        for record in list(self._running):
+            self._fail(record, ErrorId.SERVER_SHUTTING_DOWN, "the server stopped before the task")
+
+    def sweep(self, now: float, retention: float) -> None:
+        """Forget tasks finished more than ``retention`` seconds ago, then expired images
+        and the cache entries that named them."""
+        for tasks in self._tasks.values():
+            for task_uuid, record in list(tasks.items()):
+                if record.finished_at is not None and now - record.finished_at > retention:
+                    del tasks[task_uuid]
+                    record.session.undelivered.discard(task_uuid)
+        self._store.sweep()
+        self._cache.sweep()
