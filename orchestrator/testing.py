@@ -15,8 +15,9 @@
                                 transport=transport, clock=FakeClock()) as orch:
             result = await orch.text_to_image("a red fox")
 
-Results are deterministic: imageUUIDs derive from (taskUUID, index), so a task
-sent twice yields the same images, as on the reference server.
+Results are deterministic: imageUUIDs derive from (taskUUID, index) by
+:func:`protocol.identity.image_uuid_for`, exactly as on the reference server, so a
+task sent twice yields the same images and tests can predict them.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from protocol.codec import decode_from_client, dumps
 from protocol.errors import RemoteProtocolError
+from protocol.identity import image_uuid_for
 from protocol.messages import (
     CancelTask,
     ClientMessage,
@@ -55,14 +57,6 @@ from .errors import ConnectError, ConnectionClosed
 from .transport import Stream
 
 __all__ = ["FakeClock", "FakeConnection", "FakeServer", "MemoryTransport", "image_uuid_for"]
-
-_NAMESPACE = uuid.UUID("5b0c2a4e-0f43-4c59-9a39-8d6f3f0e7a11")
-
-
-def image_uuid_for(task_uuid: str, index: int) -> str:
-    """The imageUUID the fake server gives result ``index`` of a task."""
-    return str(uuid.uuid5(_NAMESPACE, f"{task_uuid}/{index}"))
-
 
 # -- time ----------------------------------------------------------------------------------
 

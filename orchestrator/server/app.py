@@ -1,7 +1,8 @@
 """The reference server: the thin app that wires its rooms inside one task group.
 
 - :mod:`.sessions`: authentication and resume (sessions outlive their sockets);
-- :mod:`.scheduler`: accepting tasks, the workers, execution, cost and push;
+- :mod:`.scheduler`: accepting tasks, the workers, execution, cost and push (and
+  :mod:`.delivery`, how results reach a session);
 - :mod:`.hosting`: the images over HTTP, on the same port;
 - :mod:`.connection`: one socket's outbox and the writer that drains it.
 

@@ -13,7 +13,8 @@ served first from the result cache when it can be.
 when it is ``blocking`` (at most ``workers`` at once), so the loop keeps answering pongs and
 other connections while images render. Each result is stored, pushed to the task's
 ``uploadEndpoint`` when it has one, priced, and delivered to the record's session the moment
-it exists; a session with no socket just notes the task, for its resume to replay.
+it exists (:mod:`.delivery`); a session with no socket just notes the task, for its resume
+to replay.
 
 A record ends once (DONE or FAILED); a cancel or a shutdown fails it, and a job running in
 a thread stops at its next call into the loop.
@@ -22,7 +23,6 @@ a thread stops at its next call into the loop.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 from collections.abc import Callable
 from dataclasses import replace
@@ -37,7 +37,6 @@ from protocol import (
     NewProgress,
     NewTask,
     PreProcessControlNetRequest,
-    ServerMessage,
     TaskRequest,
     encode,
 )
@@ -63,6 +62,7 @@ from .backends import (
 )
 from .config import ServerConfig
 from .connection import Connection
+from .delivery import Delivery
 from .push import Pusher, PushError, expand_url
 from .state import (
     FairQueue,
@@ -74,9 +74,7 @@ from .state import (
     TaskState,
     TextResult,
     cache_key,
-    error_message,
     output_format,
-    result_message,
 )
 from .store import ImageStore, ResultCache, StoredImage
 
@@ -147,6 +145,7 @@ class Scheduler:
         self._backend = backend
         self._store = store
         self._cache = ResultCache(store)
+        self._delivery = Delivery(store)
         self._pusher = pusher
         self._clock = clock
         self._src = src
@@ -267,7 +266,7 @@ class Scheduler:
         made = task.number_results - record.first if task.save_to_cache is not False else 0
         record.total_available = available + made  # images in the cache once this is done
         if hits:
-            self._deliver(record, record.results)
+            self._delivery.results(record, record.results)
 
     def cancel(self, session: ServerSession, task_uuid: str) -> None:
         """The session's ``cancelTask``: fail the task if it has not finished."""
@@ -288,9 +287,9 @@ class Scheduler:
 
     def _replay(self, record: TaskRecord) -> None:
         if record.results:
-            self._deliver(record, record.results)
+            self._delivery.results(record, record.results)
         if record.error is not None:
-            self._deliver_error(record)
+            self._delivery.error(record)
 
     # -- running tasks --
 
@@ -367,7 +366,7 @@ class Scheduler:
         else:
             result = TextResult(output.text)
         record.results.append(result)
-        self._deliver(record, [result])
+        self._delivery.results(record, [result])
 
     async def _store_image(self, record: TaskRecord, output: ImageOutput) -> Result:
         task = record.request
@@ -427,48 +426,12 @@ class Scheduler:
         record.state = TaskState.FAILED
         record.error = (error_id, text)
         self._close_record(record)
-        self._deliver_error(record)
+        self._delivery.error(record)
 
     def _close_record(self, record: TaskRecord) -> None:
         record.finished_at = self._clock()
         record.session.active.discard(record.uuid)
         self._active_total -= 1
-
-    def _deliver(self, record: TaskRecord, results: list[Result]) -> None:
-        self._send_to_session(record, lambda extensions: self._results(record, results, extensions))
-
-    def _deliver_error(self, record: TaskRecord) -> None:
-        assert record.error is not None
-        error_id, text = record.error
-        self._send_to_session(
-            record, lambda extensions: error_message(error_id, text, record.uuid, extensions)
-        )
-
-    def _send_to_session(
-        self, record: TaskRecord, render: Callable[[frozenset[str]], ServerMessage]
-    ) -> None:
-        # Rendered only when a connection will carry it: a detached session just notes the
-        # task, and a resume renders its frames afresh for the extensions then negotiated.
-        session = record.session
-        conn = session.connection
-        if conn is None:
-            session.undelivered.add(record.uuid)
-            return
-        conn.send(encode(render(session.extensions)), record.uuid)
-
-    def _results(
-        self, record: TaskRecord, results: list[Result], extensions: frozenset[str]
-    ) -> ServerMessage:
-        inline = {
-            r.image_uuid: self._base64(r.image_uuid)
-            for r in results
-            if isinstance(r, ImageResult | ReplyResult) and r.inline
-        }
-        return result_message(record, results, extensions, inline)
-
-    def _base64(self, image_uuid: str) -> str:
-        stored = self._store.get(image_uuid)
-        return base64.b64encode(stored.data).decode() if stored is not None else ""
 
     # -- stopping and housekeeping --
 

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CONTENT_TYPES", "ImageStore", "ResultCache", "StoredImage", "image_uuid_for"]
+__all__ = ["CONTENT_TYPES", "ImageStore", "ResultCache", "StoredImage"]
 
 CONTENT_TYPES: Final = {"jpeg": "image/jpeg", "png": "image/png"}
 EXTENSIONS: Final = {"jpeg": "jpg", "png": "png"}
 
 Clock = Callable[[], float]
-
-
-def image_uuid_for(task_uuid: str, index: int) -> str:
-    """The imageUUID of result ``index`` of a task: a UUIDv4-shaped digest of both.
-
-    The same task retried, resumed or failed over to another of our servers yields the same
-    imageUUIDs, so a client's dedupe by imageUUID makes delivery exactly-once.
-    """
-    digest = bytearray(hashlib.sha256(f"{task_uuid.lower()}/{index}".encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return str(uuid.UUID(bytes=bytes(digest)))
 
 
 @dataclass(frozen=True, slots=True)
