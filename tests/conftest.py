@@ -27,6 +27,18 @@ def shared() -> Path:
     return path
 
 
+def venv_python(variable: str, folder: str, what: str) -> str:
+    """The interpreter of a separate environment ``.ci/run`` makes (``$variable`` may point
+    elsewhere); in CI its absence fails the test instead of skipping it."""
+    path = Path(os.environ.get(variable, ROOT / folder / "bin" / "python"))
+    if not path.exists():
+        message = f"{what} environment missing at {path} (.ci/run creates it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return str(path)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """The server speaks websockets' asyncio API: run async tests on asyncio."""

@@ -7,7 +7,6 @@ It pins an old websockets, so it lives in its own virtual environment (``.ci/run
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from conftest import ROOT
+from conftest import venv_python
 from serverkit import running
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
@@ -24,12 +23,7 @@ SCRIPT = Path(__file__).parent / "legacy" / "legacy_client.py"
 
 
 def legacy_python() -> str:
-    path = Path(os.environ.get("LEGACY_PYTHON", ROOT / ".legacy-venv" / "bin" / "python"))
-    if not path.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"legacy SDK environment missing at {path} (.ci/run creates it)")
-        pytest.skip(f"legacy SDK environment missing at {path}")
-    return str(path)
+    return venv_python("LEGACY_PYTHON", ".legacy-venv", "legacy SDK")
 
 
 async def test_the_legacy_sdk_generates_images_and_enhances_prompts_against_our_server() -> None:
