@@ -29,8 +29,9 @@ CLIENTS = ("orch run", "orch map")
 def child(total: int, in_flight: int, url: str) -> None:
     """One measurement, in the tree on ``sys.path`` first: CPU us/task of each client."""
     sys.path.insert(0, str(ROOT / "bench"))
-    import orchestrator
     import throughput
+
+    import orchestrator
 
     figures: dict[str, object] = {"tree": str(Path(orchestrator.__file__).parent.parent)}
     clients = {"floor": throughput.floor, "orch run": throughput.orch_run}

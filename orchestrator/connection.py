@@ -217,6 +217,7 @@ class Connection:
             try:
                 stream, auth = await self._open()
             except AuthenticationError as exc:
+                self.close()  # final, before the listener hears of it
                 self._listener.on_fatal(exc)
                 break
             except TransportError as exc:
@@ -305,8 +306,8 @@ class Connection:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
         if reason and isinstance(reason[0], AuthenticationError):
+            self.close()
             self._listener.on_fatal(reason[0])
-            self.state = ConnectionState.CLOSED
 
     def _went_down(self) -> None:
         self._enter(ConnectionState.DOWN)

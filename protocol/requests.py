@@ -16,8 +16,8 @@ from .messages import (
     NewConnection,
     NewImageUpload,
     NewTask,
-    PreProcessControlNetRequest,
     Ping,
+    PreProcessControlNetRequest,
     PromptEnhance,
     TaskRequest,
 )

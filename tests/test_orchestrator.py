@@ -424,6 +424,46 @@ async def test_failover_moves_tasks_off_a_dead_endpoint_and_pins_follow_images()
             orch.pool.check_consistent()
 
 
+async def test_after_failover_the_new_session_neither_repeats_nor_awaits_what_a_delivered() -> None:
+    clock = FakeClock()
+    async with FakeServer(auto_reply=False) as a, FakeServer(auto_reply=False) as b:
+        transport = MemoryTransport({"memory://a": a, "memory://b": b})
+        async with Orchestrator(
+            ["memory://a", "memory://b"],
+            api_key=a.api_key,
+            config=CONFIG,
+            transport=transport,
+            clock=clock,
+        ) as orch:
+            handle = await orch.submit(TextToImage(prompt="moved", number_results=3))
+            task = handle.task_uuid
+            await a.wait_received(1)
+            a.connection.send(image_frame((task, 0)))
+            await anyio.wait_all_tasks_blocked()
+            assert [i.image_uuid for i in handle.images] == [image_uuid_for(task, 0)]
+            a.refuse_connections = True
+            a.drop_all()
+            while task not in b.pending():  # failover: the task moves to b
+                await anyio.wait_all_tasks_blocked()
+                clock.advance(1)
+            # b makes the same images (same derivation): image 0 again, then image 1.
+            b.connection.send(image_frame((task, 0), (task, 1)))
+            await anyio.wait_all_tasks_blocked()
+            assert [i.image_uuid for i in handle.images] == [
+                image_uuid_for(task, i) for i in range(2)
+            ]
+            assert not handle.done()  # the copy of image 0 did not count towards the three
+            b.connection.send(image_frame((task, 2)))
+            result = await handle.result()
+            assert [i.image_uuid for i in result.images] == [
+                image_uuid_for(task, i) for i in range(3)
+            ]
+            assert result.endpoint == "memory://b" and orch.stats.moved == 1
+            ready = [e async for e in handle.events() if isinstance(e, ImageReady)]
+            assert len(ready) == 3
+            orch.pool.check_consistent()
+
+
 async def test_every_task_type_completes_through_its_own_reply() -> None:
     async with harness(images_per_frame=1) as h:
         orch = h.orch

@@ -421,3 +421,33 @@ def test_second_connection_reply_while_open_is_rejected() -> None:
     session = open_session()
     (event,) = session.receive(reply())
     assert isinstance(event, FrameRejected)
+
+
+def test_a_task_moved_here_with_delivered_results_neither_repeats_nor_waits_for_them() -> None:
+    session = open_session()
+    task, first, second, third = tid(), tid(), tid(), tid()
+    session.send_task(NewTask(task_uuid=task, prompt_text="x", number_results=3), delivered=[first])
+    assert session.remaining(task) == 2
+    # The image delivered elsewhere comes again: it is not a result, and does not count.
+    events = session.receive(images(image(task, first), image(task, second)))
+    assert [type(e) for e in events] == [ImageReceived]
+    assert isinstance(events[0], ImageReceived) and events[0].image.image_uuid == second
+    assert session.is_pending(task)
+    events = session.receive(images(image(task, third)))
+    assert [type(e) for e in events] == [ImageReceived, TaskCompleted]
+    completed = events[-1]
+    assert isinstance(completed, TaskCompleted)
+    assert [i.image_uuid for i in completed.images] == [second, third]  # this session's
+    assert not session.is_pending(task)
+
+
+def test_a_text_task_moved_here_counts_the_texts_it_delivered() -> None:
+    session = open_session()
+    task = tid()
+    session.send_task(
+        PromptEnhance(task_uuid=task, prompt="a cat", prompt_versions=2), delivered=["a cat, one"]
+    )
+    texts = [{"taskUUID": task, "text": "a cat, one"}, {"taskUUID": task, "text": "a cat, two"}]
+    events = session.receive(frame({"newPromptEnhancer": {"texts": texts}}))
+    assert [type(e) for e in events] == [TextReceived, TaskCompleted]
+    assert isinstance(events[0], TextReceived) and events[0].text == "a cat, two"

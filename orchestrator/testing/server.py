@@ -1,40 +1,17 @@
-"""Test your code against the orchestrator without sockets or real time.
-
-- :class:`FakeClock`: time that moves only when you call :meth:`FakeClock.advance`.
-- :class:`FakeServer`: speaks the protocol in memory and misbehaves on demand
-  (split, duplicated and unknown frames, error frames, queue full, silence,
-  dropped and half-open sockets, refused keys, an endpoint that is down).
-- :class:`MemoryTransport`: connects an :class:`~orchestrator.Orchestrator` to
-  fake servers by URL.
-
-::
-
-    async with FakeServer() as server:
-        transport = MemoryTransport(server)
-        async with Orchestrator("memory://a", api_key=server.api_key,
-                                transport=transport, clock=FakeClock()) as orch:
-            result = await orch.text_to_image("a red fox")
-
-Results are deterministic: imageUUIDs derive from (taskUUID, index) by
-:func:`protocol.identity.image_uuid_for`, exactly as on the reference server, so a
-task sent twice yields the same images and tests can predict them.
-"""
+"""The fake server: the protocol in memory, misbehaving on demand."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from protocol.codec import decode_from_client, dumps
 from protocol.errors import RemoteProtocolError
@@ -53,114 +30,11 @@ from protocol.messages import (
 )
 from protocol.tables import ERRORS, KNOWN_EXTENSIONS, ErrorId
 
-from .errors import ConnectError, ConnectionClosed
-from .transport import Stream
+from ..errors import ConnectError, ConnectionClosed
+from ..transport import Stream
+from .memory import Endpoint, socket_pair
 
-__all__ = ["FakeClock", "FakeConnection", "FakeServer", "MemoryTransport", "image_uuid_for"]
-
-# -- time ----------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """A clock for tests: ``sleep`` returns only when :meth:`advance` passes its time."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self._sleepers: list[tuple[float, int, anyio.Event]] = []
-        self._seq = itertools.count()
-
-    def now(self) -> float:
-        """The fake time."""
-        return self._now
-
-    async def sleep(self, seconds: float) -> None:
-        """Wait until the fake time has moved ``seconds`` on."""
-        if seconds <= 0:
-            await anyio.lowlevel.checkpoint()
-            return
-        event = anyio.Event()
-        heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), event))
-        await event.wait()
-
-    def advance(self, seconds: float) -> None:
-        """Move time on and wake every sleeper whose time has come."""
-        self._now += seconds
-        while self._sleepers and self._sleepers[0][0] <= self._now:
-            heapq.heappop(self._sleepers)[2].set()
-
-    @property
-    def sleepers(self) -> int:
-        """How many sleeps are pending (cancelled ones included until they fall due)."""
-        return len(self._sleepers)
-
-
-# -- streams -------------------------------------------------------------------------------
-
-
-class _Pipe:
-    """One direction of an in-memory socket."""
-
-    def __init__(self) -> None:
-        self.send, self.receive = anyio.create_memory_object_stream[bytes](math.inf)
-
-
-class _Endpoint:
-    """One side of an in-memory socket."""
-
-    def __init__(
-        self, outgoing: MemoryObjectSendStream[bytes], incoming: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        self._outgoing = outgoing
-        self._incoming = incoming
-
-    async def send(self, frames: Sequence[bytes]) -> None:
-        try:
-            for frame in frames:
-                self._outgoing.send_nowait(frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise ConnectionClosed("the memory socket is closed") from exc
-        await anyio.lowlevel.checkpoint()
-
-    async def receive(self) -> list[bytes]:
-        try:
-            frames = [await self._incoming.receive()]
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-            raise ConnectionClosed("the memory socket is closed") from exc
-        while True:  # and whatever else already arrived, like a socket's read
-            try:
-                frames.append(self._incoming.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                return frames
-
-    async def aclose(self) -> None:
-        self.close()
-        await anyio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        self._outgoing.close()
-        self._incoming.close()
-
-
-def _socket() -> tuple[_Endpoint, _Endpoint]:
-    up, down = _Pipe(), _Pipe()
-    return _Endpoint(up.send, down.receive), _Endpoint(down.send, up.receive)
-
-
-class MemoryTransport:
-    """Connects to :class:`FakeServer` objects: one for every URL, or one per URL."""
-
-    def __init__(self, servers: FakeServer | Mapping[str, FakeServer]) -> None:
-        self._servers = servers
-
-    async def connect(self, url: str, *, max_frame: int, compression: bool) -> Stream:
-        """Open an in-memory socket to the server for ``url``."""
-        server = self._servers if isinstance(self._servers, FakeServer) else self._servers.get(url)
-        if server is None:
-            raise ConnectError(f"no fake server at {url}")
-        return server.accept()
-
-
-# -- the fake server -----------------------------------------------------------------------
+__all__ = ["FakeConnection", "FakeServer"]
 
 
 @dataclass
@@ -180,7 +54,7 @@ class _Session:
 class FakeConnection:
     """The server's side of one in-memory socket."""
 
-    def __init__(self, server: FakeServer, endpoint: _Endpoint) -> None:
+    def __init__(self, server: FakeServer, endpoint: Endpoint) -> None:
         self.server = server
         self._endpoint = endpoint
         self.session: _Session | None = None
@@ -265,10 +139,11 @@ class FakeServer:
         self.pings = 0
         self.sessions: dict[str, _Session] = {}
         self._tg: TaskGroup | None = None
+        self._stack = AsyncExitStack()
         self._changed = anyio.Event()
 
     async def __aenter__(self) -> FakeServer:
-        self._tg = await anyio.create_task_group().__aenter__()
+        self._tg = await self._stack.enter_async_context(anyio.create_task_group())
         return self
 
     async def __aexit__(
@@ -281,7 +156,7 @@ class FakeServer:
         self._tg.cancel_scope.cancel()
         for conn in self.connections:
             conn.drop()
-        await self._tg.__aexit__(None, None, None)  # the body's exception goes on unwrapped
+        await self._stack.aclose()  # the body's exception goes on unwrapped
         return None
 
     # -- inspection and control --
@@ -332,7 +207,7 @@ class FakeServer:
             raise ConnectError("connection refused (fake server is down)")
         if self._tg is None:
             raise ConnectError("the fake server is not running (use `async with`)")
-        client, server = _socket()
+        client, server = socket_pair()
         conn = FakeConnection(self, server)
         self.connections.append(conn)
         self._tg.start_soon(self._serve, conn)

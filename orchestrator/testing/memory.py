@@ -1,0 +1,88 @@
+"""In-memory sockets, and the transport that opens them to servers in memory."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import ConnectError, ConnectionClosed
+from ..transport import Stream
+
+__all__ = ["Acceptor", "Endpoint", "MemoryTransport", "socket_pair"]
+
+
+class _Pipe:
+    """One direction of an in-memory socket."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[bytes](math.inf)
+
+
+class Endpoint:
+    """One side of an in-memory socket."""
+
+    def __init__(
+        self, outgoing: MemoryObjectSendStream[bytes], incoming: MemoryObjectReceiveStream[bytes]
+    ) -> None:
+        self._outgoing = outgoing
+        self._incoming = incoming
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        try:
+            for frame in frames:
+                self._outgoing.send_nowait(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionClosed("the memory socket is closed") from exc
+        await anyio.lowlevel.checkpoint()
+
+    async def receive(self) -> list[bytes]:
+        try:
+            frames = [await self._incoming.receive()]
+        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
+            raise ConnectionClosed("the memory socket is closed") from exc
+        while True:  # and whatever else already arrived, like a socket's read
+            try:
+                frames.append(self._incoming.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                return frames
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self._outgoing.close()
+        self._incoming.close()
+
+
+def socket_pair() -> tuple[Endpoint, Endpoint]:
+    """Two connected ends of an in-memory socket: (client's, server's)."""
+    up, down = _Pipe(), _Pipe()
+    return Endpoint(up.send, down.receive), Endpoint(down.send, up.receive)
+
+
+class Acceptor(Protocol):
+    """A server in memory (:class:`~orchestrator.testing.FakeServer`)."""
+
+    def accept(self) -> Stream:
+        """Open a socket to it; raises ConnectError when it refuses."""
+        ...
+
+
+class MemoryTransport:
+    """Connects to in-memory servers: one for every URL, or one per URL."""
+
+    def __init__(self, servers: Acceptor | Mapping[str, Acceptor]) -> None:
+        self._servers = servers
+
+    async def connect(self, url: str, *, max_frame: int, compression: bool) -> Stream:
+        """Open an in-memory socket to the server for ``url``."""
+        servers = self._servers
+        server = servers.get(url) if isinstance(servers, Mapping) else servers
+        if server is None:
+            raise ConnectError(f"no fake server at {url}")
+        return server.accept()
