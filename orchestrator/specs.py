@@ -7,7 +7,7 @@ to build, and a bulk job builds one per task.)
 
 :meth:`TaskSpec.prepare` turns it into the protocol's frame for a taskUUID; this is
 where bad input is refused, with a :class:`~orchestrator.errors.LocalProtocolError`
-naming the wire field, its Python name and the rule, before anything is sent.
+naming the wire field, the spec's field and the rule, before anything is sent.
 
 Names. A spec's field is the snake_case of its wire name (``clipSkip`` ->
 ``clip_skip``, ``lora``, ``lowThresholdCanny`` -> ``low_threshold_canny``), with
@@ -114,6 +114,33 @@ def _by_name(wire: str, value: str, message: str) -> Any:
         raise LocalProtocolError(f"invalid {message}", (error,)) from None
 
 
+# The message's field -> the spec's, where they differ (see "Names" above).
+_SPEC_NAMES: Final[Mapping[str, str]] = {
+    "prompt_text": "prompt",
+    "g_scale": "guidance",
+    "model_id": "model",
+    "size_id": "size",
+    "scheduler_id": "scheduler",
+    "style_id": "style",
+    "prompt_language_id": "language",
+    "image_initiator_uuid": "init_image_uuid",
+    "image_mask_initiator_uuid": "mask_image_uuid",
+    "image_base64": "image",
+    "pre_processor_type": "preprocessor",
+}
+
+
+def _in_spec_names(exc: LocalProtocolError) -> LocalProtocolError:
+    """The same error, each field named as the spec names it (``guidance``, not ``g_scale``)."""
+    errors = []
+    for error in exc.errors:
+        head, dot, rest = error.python_name.partition(".")
+        head, bracket, index = head.partition("[")
+        name = _SPEC_NAMES.get(head, head) + bracket + index + dot + rest
+        errors.append(FieldError(error.field, name, error.value, error.rule))
+    return LocalProtocolError(exc.message, tuple(errors))
+
+
 def _set(**fields: Any) -> dict[str, Any]:
     # Only what the user set goes on the wire: the server's defaults apply to the rest.
     return {name: value for name, value in fields.items() if value is not None}
@@ -129,7 +156,14 @@ class TaskSpec:
     task_uuid: str | None = None
 
     def to_request(self, task_uuid: str) -> TaskRequest:
-        """Build the protocol message. Raises LocalProtocolError naming the broken field."""
+        """Build the protocol message. Raises LocalProtocolError naming the broken field
+        (its wire name, and the name of this spec's field)."""
+        try:
+            return self._request(task_uuid)
+        except LocalProtocolError as exc:
+            raise _in_spec_names(exc) from None
+
+    def _request(self, task_uuid: str) -> TaskRequest:
         raise NotImplementedError
 
     def prepare(self, task_uuid: str) -> PreparedTask:
@@ -185,7 +219,7 @@ class _Generation(TaskSpec):
                 options[name] = value
         return options
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newTask`` message."""
         return NewTask(task_uuid=task_uuid, task_type=self._task_type, **self._fields())
 
@@ -300,7 +334,7 @@ class ControlNetImage(_Generation):
     init_image_uuid: str | None = None
     strength: float | None = None
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newTask`` message (type 10 when an init image is given)."""
         task_type = TaskType.CONTROLNET_TEXT_TO_IMAGE
         if self.init_image_uuid is not None:
@@ -325,7 +359,7 @@ class Upscale(TaskSpec):
     image_uuid: str
     upscale_factor: int = 2
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newUpscaleGan`` message."""
         return UpscaleGanRequest(
             task_uuid=task_uuid, image_uuid=self.image_uuid, upscale_factor=self.upscale_factor
@@ -342,7 +376,7 @@ class RemoveBackground(TaskSpec):
 
     image_uuid: str
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newRemoveBackground`` message."""
         return RemoveBackgroundRequest(task_uuid=task_uuid, image_uuid=self.image_uuid)
 
@@ -357,7 +391,7 @@ class ImageToText(TaskSpec):
 
     image_uuid: str
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newReverseImageClip`` message."""
         return ReverseImageClip(task_uuid=task_uuid, image_uuid=self.image_uuid)
 
@@ -375,7 +409,7 @@ class EnhancePrompt(TaskSpec):
     prompt_max_length: int | None = None
     language: int | str | None = None
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newPromptEnhance`` message."""
         language = self.language
         if type(language) is str:
@@ -392,7 +426,7 @@ class UploadImage(TaskSpec):
 
     image: bytes | str = field(repr=False)
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newImageUpload`` message."""
         data = self.image
         text = base64.b64encode(data).decode() if isinstance(data, bytes) else data
@@ -413,7 +447,7 @@ class PreprocessControlNet(TaskSpec):
     include_hands_and_face_open_pose: bool | None = None
     return_base64_image: bool | None = None
 
-    def to_request(self, task_uuid: str) -> TaskRequest:
+    def _request(self, task_uuid: str) -> TaskRequest:
         """Build the ``newPreProcessControlNet`` message."""
         fields = _set(
             guide_image_uuid=self.guide_image_uuid,
