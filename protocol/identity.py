@@ -24,9 +24,14 @@ def new_task_uuid() -> str:
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
-def image_uuid_for(task_uuid: str, index: int) -> str:
-    """The imageUUID of result ``index`` of a task: a UUIDv4-shaped digest of both."""
-    digest = bytearray(hashlib.sha256(f"{task_uuid.lower()}/{index}".encode()).digest()[:16])
+def image_uuid_for(task_uuid: str, index: int, scope: str = "") -> str:
+    """The imageUUID of result ``index`` of a task: a UUIDv4-shaped digest of both.
+
+    ``scope`` keeps tenants apart: a server passes the id of the API key, so the same
+    taskUUID sent under two keys names different images (and one key can neither
+    overwrite nor read the other's)."""
+    name = f"{scope}/{task_uuid.lower()}/{index}" if scope else f"{task_uuid.lower()}/{index}"
+    digest = bytearray(hashlib.sha256(name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return str(uuid.UUID(bytes=bytes(digest)))

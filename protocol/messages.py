@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -38,11 +39,16 @@ from .errors import LocalProtocolError
 from .tables import (
     CLIP_SKIP_MAX,
     CONTROLNET_PREPROCESSORS,
+    CONTROLNETS_MAX,
     DEFAULT_GUIDANCE,
     DEFAULT_MODEL_ID,
     DEFAULT_STEPS,
+    EXTENSION_NAME_MAX_LENGTH,
+    EXTENSIONS_MAX,
     GUIDANCE_MAX,
     LANGUAGES,
+    LORAS_MAX,
+    MODEL_ID_MAX_LENGTH,
     MODELS,
     SCHEDULERS,
     SEED_MAX,
@@ -51,6 +57,7 @@ from .tables import (
     STEPS_MAX,
     STYLES,
     TASK_TYPE_NAMES,
+    URL_MAX_LENGTH,
     ModelFamily,
     TaskType,
     preprocessors_for,
@@ -131,6 +138,8 @@ def _model_id(value: object) -> str | int:
     # Kept as received (the legacy SDK sends 13, the reference says "13"); compared as strings.
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("must be a string or an integer")
+    if isinstance(value, str) and len(value) > MODEL_ID_MAX_LENGTH:
+        raise ValueError(f"must have at most {MODEL_ID_MAX_LENGTH} characters")
     if str(value) not in MODELS and not (isinstance(value, str) and _AIR.fullmatch(value)):
         known = ", ".join(MODELS)
         raise ValueError(f"must be a known model id ({known}) or an AIR id like civitai:1@2")
@@ -140,7 +149,19 @@ def _model_id(value: object) -> str | int:
 def _lora_model_id(value: object) -> str | int:
     if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
         raise ValueError("must be a non-empty string (an AIR id like civitai:1@2) or an integer")
+    if isinstance(value, str) and len(value) > MODEL_ID_MAX_LENGTH:
+        raise ValueError(f"must have at most {MODEL_ID_MAX_LENGTH} characters")
     return value
+
+
+def _at_most(count: int) -> BeforeValidator:
+    # Counted before any item is validated: a hostile array costs nothing past its length.
+    def check(value: object) -> object:
+        if isinstance(value, list | tuple) and len(value) > count:
+            raise ValueError(f"must have at most {count} items (got {len(value)})")
+        return value
+
+    return BeforeValidator(check)
 
 
 def _task_type(*allowed: TaskType, rule: str | None = None) -> PlainValidator:
@@ -191,8 +212,9 @@ ModelId = Annotated[str | int, PlainValidator(_model_id)]
 LoraModelId = Annotated[str | int, PlainValidator(_lora_model_id)]
 Seed = Annotated[int, Strict(), Field(ge=SEED_MIN, le=SEED_MAX)]
 Weight = Annotated[float, Strict(), Field(ge=0, le=1)]
+Bool = Annotated[bool, Strict()]  # strict: true or false, not "yes", 1 or "on"
 NonEmpty = Annotated[str, Strict(), Field(min_length=1)]
-HttpUrl = Annotated[str, Strict(), AfterValidator(_http_url)]
+HttpUrl = Annotated[str, Strict(), Field(max_length=URL_MAX_LENGTH), AfterValidator(_http_url)]
 LanguageId = Annotated[int, Strict(), _one_of(LANGUAGES, "must be a language id (1-298, not 193)")]
 SizeId = Annotated[int, Strict(), _one_of(SIZES, f"must be a known sizeId ({_ids(SIZES)})")]
 SchedulerId = Annotated[int, Strict(), _one_of(SCHEDULERS, "must be a known schedulerId (1-26)")]
@@ -246,7 +268,13 @@ class NewConnection(_Request):
     wire_name: ClassVar[str] = "newConnection"
     api_key: NonEmpty = Field(alias="apiKey", repr=False)
     connection_session_uuid: ImageUUID | None = Field(None, alias="connectionSessionUUID")
-    extensions: tuple[NonEmpty, ...] | None = None
+    extensions: (
+        Annotated[
+            tuple[Annotated[NonEmpty, Field(max_length=EXTENSION_NAME_MAX_LENGTH)], ...],
+            _at_most(EXTENSIONS_MAX),
+        ]
+        | None
+    ) = None
 
 
 class NewConnectionSessionUUID(_Response):
@@ -365,18 +393,20 @@ class NewTask(_Request):
         None, alias="clipSkip"
     )
     prompt_language_id: LanguageId | None = Field(None, alias="promptLanguageId")
-    use_cache: bool | None = Field(None, alias="useCache")
-    save_to_cache: bool | None = Field(None, alias="saveToCache")
+    use_cache: Bool | None = Field(None, alias="useCache")
+    save_to_cache: Bool | None = Field(None, alias="saveToCache")
     offset: Annotated[int, Strict(), Field(ge=0)] = 0
-    check_nsfw: bool = Field(False, alias="checkNsfw")
-    use_prompt_weighting: bool = Field(False, alias="usePromptWeighting")
+    check_nsfw: Bool = Field(False, alias="checkNsfw")
+    use_prompt_weighting: Bool = Field(False, alias="usePromptWeighting")
     upload_endpoint: HttpUrl | None = Field(None, alias="uploadEndpoint")
-    lora: tuple[Lora, ...] | None = None
-    control_net: tuple[ControlNet, ...] | None = Field(None, alias="controlNet")
+    lora: Annotated[tuple[Lora, ...], _at_most(LORAS_MAX)] | None = None
+    control_net: Annotated[tuple[ControlNet, ...], _at_most(CONTROLNETS_MAX)] | None = Field(
+        None, alias="controlNet"
+    )
     image_initiator_uuid: ImageUUID | None = Field(None, alias="imageInitiatorUUID")
     image_mask_initiator_uuid: ImageUUID | None = Field(None, alias="imageMaskInitiatorUUID")
     strength: Weight | None = None
-    return_base64_image: bool = Field(False, alias="returnBase64Image")
+    return_base64_image: Bool = Field(False, alias="returnBase64Image")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -531,8 +561,8 @@ class PreProcessControlNetRequest(_Request):
     high_threshold_canny: Annotated[int, Strict(), Field(ge=0, le=255)] | None = Field(
         None, alias="highThresholdCanny"
     )
-    include_hands_and_face_open_pose: bool = Field(False, alias="includeHandsAndFaceOpenPose")
-    return_base64_image: bool = Field(False, alias="returnBase64Image")
+    include_hands_and_face_open_pose: Bool = Field(False, alias="includeHandsAndFaceOpenPose")
+    return_base64_image: Bool = Field(False, alias="returnBase64Image")
     task_type: Annotated[TaskType, _task_type(TaskType.CONTROLNET_PREPROCESS)] | None = Field(
         None, alias="taskType"
     )

@@ -21,6 +21,12 @@ from typing import Final, TypeVar
 
 __all__ = [
     "CLIP_SKIP_MAX",
+    "CONTROLNETS_MAX",
+    "EXTENSIONS_MAX",
+    "EXTENSION_NAME_MAX_LENGTH",
+    "LORAS_MAX",
+    "MODEL_ID_MAX_LENGTH",
+    "URL_MAX_LENGTH",
     "CONTROL_MODES",
     "CONTROLNET_PREPROCESSORS",
     "DEFAULT_MODEL_ID",
@@ -77,6 +83,16 @@ GUIDANCE_MAX: Final = 10
 
 #: ``clipSkip`` (the least is 0).
 CLIP_SKIP_MAX: Final = 2
+
+#: Bounds on what one request may carry, so that neither side can be made to validate,
+#: store or answer without limit: LoRAs and ControlNet guides per task, characters of a
+#: model id (AIR ids included) and of a URL, extensions asked for and their names.
+LORAS_MAX: Final = 8
+CONTROLNETS_MAX: Final = 8
+MODEL_ID_MAX_LENGTH: Final = 256
+URL_MAX_LENGTH: Final = 2048
+EXTENSIONS_MAX: Final = 16
+EXTENSION_NAME_MAX_LENGTH: Final = 64
 
 #: Extensions this package understands, negotiated in ``newConnection`` (DESIGN section 3).
 KNOWN_EXTENSIONS: Final = frozenset({"seed", "progress", "cancel", "taskErrors", "resume"})

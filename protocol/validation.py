@@ -68,9 +68,20 @@ _to_python: dict[str, str] = {}
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+#: Broken rules reported one by one; past these, one more line counts the rest (a hostile
+#: frame can break a rule per item of a long array, and its answer must stay small).
+MAX_REPORTED_ERRORS: Final = 8
+
+
 def field_errors(exc: ValidationError) -> tuple[FieldError, ...]:
-    """Translate a pydantic ``ValidationError`` into field errors named as on the wire."""
-    return tuple(_field_error(detail) for detail in exc.errors(include_url=False))
+    """Translate a pydantic ``ValidationError`` into field errors named as on the wire
+    (the first :data:`MAX_REPORTED_ERRORS`, then a count of the others)."""
+    details = exc.errors(include_url=False)
+    errors = [_field_error(detail) for detail in details[:MAX_REPORTED_ERRORS]]
+    if len(details) > MAX_REPORTED_ERRORS:
+        more = len(details) - MAX_REPORTED_ERRORS
+        errors.append(FieldError("", "", None, f"... and {more} more broken rule(s)"))
+    return tuple(errors)
 
 
 def _field_error(detail: ErrorDetails) -> FieldError:

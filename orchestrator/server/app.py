@@ -15,16 +15,17 @@ stopping it leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from protocol import (
     CancelTask,
@@ -35,7 +36,7 @@ from protocol import (
     decode_from_client,
     encode,
 )
-from protocol.codec import CLIENT_MESSAGE_NAMES
+from protocol.codec import CLIENT_MESSAGE_NAMES, loads
 from protocol.requests import task_uuid_of
 from protocol.tables import ErrorId
 
@@ -88,7 +89,10 @@ class ReferenceServer:
             src=self._hosting.src,
         )
         self._sessions = Sessions(
-            KeyRing(keys), clock=clock, on_resume=self._scheduler.replay_session
+            KeyRing(keys),
+            clock=clock,
+            on_resume=self._scheduler.replay_session,
+            on_forget=self._scheduler.forget_session,
         )
         self._connections: set[Connection] = set()
         self._connections_changed = asyncio.Event()
@@ -120,7 +124,7 @@ class ReferenceServer:
                 self._handle,
                 self.config.host,
                 self.config.port,
-                process_request=self._hosting.respond,
+                process_request=self._http,
                 max_size=self.config.limits.max_frame_bytes,
                 compression="deflate" if self.config.compression else None,
                 max_queue=64,
@@ -128,8 +132,7 @@ class ReferenceServer:
             stack.push_async_callback(self.aclose)
             self.port = self._ws_server.sockets[0].getsockname()[1]
             self._hosting.base_url = self.public_url
-            for _ in range(max(1, self.config.workers)):
-                tg.start_soon(self._scheduler.worker)
+            self._scheduler.start(tg)
             tg.start_soon(self._sweeper)
             self._stack = stack.pop_all()
         return self
@@ -160,22 +163,45 @@ class ReferenceServer:
     # -- connections --
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(ws)
+        limits = self.config.limits
+        conn = Connection(
+            ws,
+            max_frame=limits.max_frame_bytes,
+            max_frame_before_auth=limits.max_frame_bytes_before_auth,
+            outbox_soft=limits.outbox_soft_bytes,
+            outbox_hard=limits.outbox_hard_bytes,
+        )
         self._connections.add(conn)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.write)  # ends once closed and its frames are written
-                try:
-                    async for frame in ws:
-                        await self._on_frame(conn, frame)
-                except ConnectionClosed:
-                    pass
-                finally:
-                    self._sessions.detach(conn)
-                    conn.close(1000, "")
+                async with anyio.create_task_group() as reading:
+                    reading.start_soon(self._authenticate_in_time, conn)
+                    try:
+                        async for frame in ws:
+                            await self._on_frame(conn, frame)
+                    except ConnectionClosed:
+                        pass
+                    finally:
+                        self._sessions.detach(conn)
+                        conn.close(1000, "")
+                        reading.cancel_scope.cancel()
         finally:
             self._connections.discard(conn)
             self._connections_changed.set()
+
+    async def _authenticate_in_time(self, conn: Connection) -> None:
+        # A socket that never authenticates holds a descriptor and memory: not for long.
+        await anyio.sleep(self.config.handshake_timeout)
+        if not conn.authenticated:
+            text = f"no newConnection within {self.config.handshake_timeout:g} s"
+            conn.refuse(ErrorId.NOT_AUTHENTICATED, text)
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        # Past the connection limit a new socket is refused before its handshake.
+        if len(self._connections) >= self.config.max_connections:
+            return connection.respond(503, "too many connections\n")
+        return self._hosting.respond(connection, request)
 
     async def wait_connections(self, at_most: int = 0) -> None:
         """Wait until at most ``at_most`` client connections remain (their sessions detached)."""
@@ -184,6 +210,9 @@ class ReferenceServer:
             await self._connections_changed.wait()
 
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
+        if not conn.authenticated:
+            self._before_authentication(conn, frame)
+            return
         try:
             message = decode_from_client(frame)
         except RemoteProtocolError as exc:
@@ -193,20 +222,55 @@ class ReferenceServer:
         if isinstance(message, Ping):
             conn.send(encode(Pong()))
         elif isinstance(message, NewConnection):
-            self._sessions.authenticate(conn, message)
-        elif session is None:
-            text = "send newConnection with an API key first"
+            self._authenticate(conn, message)
+        elif session is None:  # resumed on another socket since
+            text = "this connection's session was resumed elsewhere: send newConnection"
             conn.send_error(ErrorId.NOT_AUTHENTICATED, text, task_uuid_of(message))
         elif isinstance(message, CancelTask):
             self._scheduler.cancel(session, message.task_uuid)
         else:
             await self._scheduler.accept(conn, session, message)
 
-    def _reject_frame(self, conn: Connection, frame: str | bytes, exc: RemoteProtocolError) -> None:
-        # Work out, on this slow path only, what the frame was meant to be.
+    def _before_authentication(self, conn: Connection, frame: str | bytes) -> None:
+        # Cheap by construction: the frame is small (max_frame_bytes_before_auth), and only
+        # a newConnection or a ping is validated; anything else is refused unread.
         try:
-            obj = json.loads(frame)
-        except (ValueError, RecursionError):
+            obj = loads(frame)
+        except RemoteProtocolError as exc:
+            conn.send_error(ErrorId.MALFORMED_FRAME, str(exc))
+            return
+        name = next(iter(obj)) if isinstance(obj, dict) and len(obj) == 1 else None
+        if name in (NewConnection.wire_name, Ping.wire_name):
+            try:
+                message = decode_from_client(frame)
+            except RemoteProtocolError as exc:
+                self._reject_frame(conn, frame, exc)
+                return
+            if isinstance(message, NewConnection):
+                self._authenticate(conn, message)
+            else:
+                conn.send(encode(Pong()))
+            return
+        body = obj.get(name) if name is not None else None
+        raw_uuid = body.get("taskUUID") if isinstance(body, dict) else None
+        task_uuid = raw_uuid if isinstance(raw_uuid, str) and len(raw_uuid) <= 64 else None
+        text = "send newConnection with an API key first"
+        conn.send_error(ErrorId.NOT_AUTHENTICATED, text, task_uuid)
+
+    def _authenticate(self, conn: Connection, message: NewConnection) -> None:
+        self._sessions.authenticate(conn, message)
+        session = conn.session
+        if session is not None:
+            # This socket's outbox paces the session's lane; a new socket starts it again.
+            conn.on_congested = partial(self._scheduler.congested, session)
+            self._scheduler.congested(session, False)
+
+    def _reject_frame(self, conn: Connection, frame: str | bytes, exc: RemoteProtocolError) -> None:
+        # Work out, on this slow path only, what the frame was meant to be. A frame JSON
+        # does not allow (NaN, a lone surrogate) is malformed, whatever its shape.
+        try:
+            obj = loads(frame)
+        except RemoteProtocolError:
             obj = None
         if not isinstance(obj, dict) or len(obj) != 1:
             conn.send_error(ErrorId.MALFORMED_FRAME, str(exc))
@@ -217,8 +281,9 @@ class ReferenceServer:
         fields = {e.field for e in exc.errors}
         if name not in CLIENT_MESSAGE_NAMES:
             conn.send_error(ErrorId.UNKNOWN_MESSAGE, str(exc), task_uuid)
-        elif name == NewConnection.wire_name and "apiKey" in fields:
-            conn.refuse(ErrorId.INVALID_API_KEY, f"invalid newConnection: {exc}")
+        elif name == NewConnection.wire_name:  # whatever is wrong with it, the socket goes
+            error_id = ErrorId.INVALID_API_KEY if "apiKey" in fields else ErrorId.VALIDATION_ERROR
+            conn.refuse(error_id, f"invalid newConnection: {exc}")
         elif "taskType" in fields:
             conn.send_error(ErrorId.UNKNOWN_TASK_TYPE, str(exc), task_uuid)
         else:

@@ -83,6 +83,7 @@ class Job:
     first: int = 0
     sources: Mapping[str, SourceImage] = field(default_factory=dict)
     output_format: str = "jpeg"
+    max_pixels: int = 4096 * 4096  # of any image decoded or made (ServerLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,9 +168,10 @@ def parse_image_base64(text: str) -> bytes:
         raise JobError(ErrorId.VALIDATION_ERROR, message) from exc
 
 
-def _decode(source: SourceImage, *, alpha: bool = False) -> imaging.Pixels:
+def _decode(job: Job, role: str, *, alpha: bool = False) -> imaging.Pixels:
+    source = job.sources[role]
     try:
-        return imaging.decode(source.data, alpha=alpha)
+        return imaging.decode(source.data, alpha=alpha, max_pixels=job.max_pixels)
     except ValueError as exc:
         raise JobError(ErrorId.VALIDATION_ERROR, f"image {source.uuid}: {exc}") from exc
 
@@ -189,13 +191,13 @@ class ProceduralBackend:
         if isinstance(request, NewTask):
             self._generate(job, request, ctx)
         elif isinstance(request, NewImageUpload):
-            ctx.emit(_upload(request))
+            ctx.emit(_upload(request, job.max_pixels))
         elif isinstance(request, PromptEnhance):
             for i, text in enumerate(_enhance(request)):
                 ctx.emit(TextOutput(i, text))
         elif isinstance(request, ReverseImageClip):
-            source = job.sources["image"]
-            ctx.emit(TextOutput(0, imaging.caption(_decode(source), source.prompt)))
+            prompt = job.sources["image"].prompt
+            ctx.emit(TextOutput(0, imaging.caption(_decode(job, "image"), prompt)))
         else:
             ctx.emit(self._transform(job, request))
 
@@ -227,14 +229,14 @@ class ProceduralBackend:
         kind = task.task_type
         if kind in (TaskType.IMAGE_TO_IMAGE, TaskType.CONTROLNET_IMAGE_TO_IMAGE):
             strength = DEFAULT_STRENGTH if task.strength is None else task.strength
-            pixels = imaging.blend(_decode(job.sources["init"]), pixels, strength)
+            pixels = imaging.blend(_decode(job, "init"), pixels, strength)
         elif kind is TaskType.INPAINTING:
-            init, mask = _decode(job.sources["init"]), _decode(job.sources["mask"])
+            init, mask = _decode(job, "init"), _decode(job, "mask")
             pixels = imaging.inpaint(
                 init, mask, pixels, 1.0 if task.strength is None else task.strength
             )
         for i, control in enumerate(task.control_net or ()):
-            pixels = imaging.guide(pixels, _decode(job.sources[f"guide{i}"]), control.weight)
+            pixels = imaging.guide(pixels, _decode(job, f"guide{i}"), control.weight)
         return pixels
 
     def _transform(
@@ -244,14 +246,15 @@ class ProceduralBackend:
     ) -> ImageOutput:
         source = job.sources["image"]
         if isinstance(request, UpscaleGanRequest):
-            alpha = source.format == "png"
-            pixels = imaging.upscale(_decode(source, alpha=alpha), request.upscale_factor)
+            pixels = _decode(job, "image", alpha=source.format == "png")
+            _check_upscale(pixels, request.upscale_factor, job.max_pixels)
+            pixels = imaging.upscale(pixels, request.upscale_factor)
             fmt = source.format
         elif isinstance(request, RemoveBackgroundRequest):
-            pixels, fmt = imaging.remove_background(_decode(source)), "png"
+            pixels, fmt = imaging.remove_background(_decode(job, "image")), "png"
         else:
             assert isinstance(request, PreProcessControlNetRequest)
-            pixels, fmt = _preprocess(request, _decode(source)), "png"
+            pixels, fmt = _preprocess(request, _decode(job, "image")), "png"
         height, width = pixels.shape[:2]
         return ImageOutput(0, imaging.encode(pixels, fmt), fmt, width, height)
 
@@ -267,14 +270,25 @@ def _preprocess(request: PreProcessControlNetRequest, pixels: imaging.Pixels) ->
     return guide
 
 
-def _upload(request: NewImageUpload) -> ImageOutput:
+def _check_upscale(pixels: imaging.Pixels, factor: int, max_pixels: int) -> None:
+    height, width = pixels.shape[:2]
+    if width * height * factor * factor > max_pixels:
+        message = (
+            f"upscaleFactor: {width}x{height} times {factor} would be "
+            f"{width * factor}x{height * factor}, more than the {max_pixels} pixels "
+            "this server makes"
+        )
+        raise JobError(ErrorId.LIMIT_EXCEEDED, message)
+
+
+def _upload(request: NewImageUpload, max_pixels: int) -> ImageOutput:
     data = parse_image_base64(request.image_base64)
     try:
-        pixels = imaging.decode(data, alpha=True)
+        pixels = imaging.decode(data, alpha=True, max_pixels=max_pixels)
     except ValueError as exc:
         raise JobError(ErrorId.VALIDATION_ERROR, f"imageBase64: {exc}") from exc
     fmt = image_format(data)
-    if fmt is None:  # WebP, GIF, ...: keep it as PNG, which everything reads
+    if fmt is None:  # WebP: keep it as PNG, which everything reads
         fmt, data = "png", imaging.encode(pixels, "png")
     opaque = pixels[..., :3] if bool((pixels[..., 3] == 255).all()) else pixels
     return ImageOutput(0, data, fmt, int(opaque.shape[1]), int(opaque.shape[0]))

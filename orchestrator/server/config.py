@@ -9,6 +9,19 @@ from dataclasses import dataclass, field
 __all__ = ["ServerConfig", "ServerLimits"]
 
 
+def _default_max_connections() -> int:
+    # Room under the process's file descriptor limit for images, logs and the listener.
+    try:
+        import resource  # Unix only
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 10_000
+    return max(16, min(10_000, soft - 128))
+
+
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """What one task, frame, connection or server may ask for."""
@@ -19,6 +32,21 @@ class ServerLimits:
     max_prompt_length: int = 2000
     #: Bytes of one incoming frame; a larger frame closes the socket with 1009.
     max_frame_bytes: int = 16 * 2**20
+    #: Bytes of one frame before the socket authenticated (room for a ``newConnection``).
+    max_frame_bytes_before_auth: int = 4096
+    #: Bytes waiting in one connection's outbox: past ``outbox_soft_bytes`` its session's
+    #: tasks wait to start; past ``outbox_hard_bytes`` the socket is dropped (the session
+    #: resumes later with nothing lost).
+    outbox_soft_bytes: int = 8 * 2**20
+    outbox_hard_bytes: int = 32 * 2**20
+    #: Pixels of an image the server decodes (uploads, guides) or makes (upscales).
+    max_image_pixels: int = 4096 * 4096
+    #: Images fetched by URL for one task, and the bytes and seconds of each fetch.
+    max_fetched_images: int = 4
+    max_fetch_bytes: int = 16 * 2**20
+    fetch_timeout: float = 20.0
+    #: Result cache entries (distinct generation parameters), least recently used out first.
+    max_cache_entries: int = 10_000
     #: Tasks accepted and not finished, per session (a connection and its resumes).
     max_queued_per_connection: int = 10_000
     #: Tasks accepted and not finished, over the whole server.
@@ -52,3 +80,7 @@ class ServerConfig:
     compression: bool = False
     shutdown_grace: float = 10.0
     sweep_interval: float = 5.0
+    #: Seconds a socket may stay open without authenticating.
+    handshake_timeout: float = 10.0
+    #: Open client sockets; more are refused with HTTP 503 (default: under the fd limit).
+    max_connections: int = field(default_factory=_default_max_connections)

@@ -3,11 +3,19 @@
 The server decides synchronously and queues frames here; the writer coroutine does the I/O,
 so a slow reader delays only itself. Frames that cannot be written (the socket died) are
 reported by task, so the session knows which results to replay on a resume.
+
+Bounds. Until the socket authenticates, frames larger than ``max_frame_before_auth`` close
+it (1009) before their payload is read. The outbox is bounded in bytes: past
+``outbox_soft`` the session is *congested* (``on_congested(True)``: the scheduler stops
+starting its tasks) until the writer drains it below half of that; past ``outbox_hard``
+the socket is dropped and what it held is reported lost, so a client that never reads
+costs the server a bounded amount, and its session resumes later with nothing lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Callable
 
@@ -20,18 +28,47 @@ from .state import ServerSession, error_message
 
 __all__ = ["Connection"]
 
+log = logging.getLogger("orchestrator.server")
+
+
+def _ignore(task_uuid: str) -> None:
+    pass
+
 
 class Connection:
     """One socket: its session once authenticated, and an outbox its writer drains."""
 
-    def __init__(self, ws: ServerConnection) -> None:
+    def __init__(
+        self,
+        ws: ServerConnection,
+        *,
+        max_frame: int,
+        max_frame_before_auth: int,
+        outbox_soft: int,
+        outbox_hard: int,
+    ) -> None:
         self.ws = ws
         self.session: ServerSession | None = None
+        self.authenticated = False  # once true, stays true (a resume elsewhere detaches)
+        self.dead = False
+        self.overflowed = False
+        self.on_lost: Callable[[str], None] = _ignore
+        self.on_congested: Callable[[bool], None] = lambda congested: None
         self._outbox: deque[tuple[str | None, bytes]] = deque()
+        self._queued = 0  # bytes in the outbox
+        self._congested = False
         self._wake = asyncio.Event()
         self._close: tuple[int, str] | None = None
-        self.dead = False
-        self.on_lost: Callable[[str], None] = lambda task_uuid: None
+        self._max_frame = max_frame
+        self._outbox_soft = outbox_soft
+        self._outbox_hard = outbox_hard
+        ws.protocol.max_message_size = max_frame_before_auth  # checked per frame header
+
+    def attach(self, session: ServerSession) -> None:
+        """The socket authenticated as ``session``: full-size frames are allowed from now."""
+        self.session = session
+        self.authenticated = True
+        self.ws.protocol.max_message_size = self._max_frame
 
     def send(self, frame: bytes, task_uuid: str | None = None) -> None:
         """Queue a frame; ``task_uuid`` names the task whose results it carries."""
@@ -40,6 +77,13 @@ class Connection:
                 self.on_lost(task_uuid)
             return
         self._outbox.append((task_uuid, frame))
+        self._queued += len(frame)
+        if self._queued > self._outbox_hard:
+            self._overflow()
+            return
+        if not self._congested and self._queued > self._outbox_soft:
+            self._congested = True
+            self.on_congested(True)
         self._wake.set()
 
     def send_error(self, error_id: int, text: str, task_uuid: str | None = None) -> None:
@@ -58,10 +102,28 @@ class Connection:
             self._close = (code, reason)
         self._wake.set()
 
+    def _overflow(self) -> None:
+        # The peer does not read: drop the socket now (a close handshake would need it to
+        # read), and report what the outbox held, for the session's resume to replay.
+        log.warning("a client read too slowly (%d bytes waiting): dropping it", self._queued)
+        self.overflowed = True
+        self._lose_outbox()
+        self._close = (1008, "")
+        self.ws.transport.abort()
+        self._wake.set()
+
+    def _lose_outbox(self) -> None:
+        self.dead = True
+        for task_uuid, _ in self._outbox:
+            if task_uuid is not None:
+                self.on_lost(task_uuid)
+        self._outbox.clear()
+        self._queued = 0
+
     async def write(self) -> None:
         """Drain the outbox until closed; frames that cannot be written are reported lost."""
         try:
-            while True:
+            while not self.dead:
                 if not self._outbox:
                     if self._close is not None:
                         await self.ws.close(*self._close)
@@ -69,13 +131,14 @@ class Connection:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self.ws.send(self._outbox[0][1], text=True)
+                frame = self._outbox[0][1]
+                await self.ws.send(frame, text=True)
                 self._outbox.popleft()
+                self._queued -= len(frame)
+                if self._congested and self._queued <= self._outbox_soft // 2:
+                    self._congested = False
+                    self.on_congested(False)
         except ConnectionClosed:
             pass
         finally:
-            self.dead = True
-            for task_uuid, _ in self._outbox:
-                if task_uuid is not None:
-                    self.on_lost(task_uuid)
-            self._outbox.clear()
+            self._lose_outbox()

@@ -1,8 +1,8 @@
 """The reference server's HTTP side: the images it made, on the WebSocket's own port.
 
 ``GET /images/{imageUUID}.{jpg|png}`` serves a stored image until its TTL; ``/`` and
-``/healthz`` answer ``ok``; anything else is 404. A request that asks to upgrade goes on to
-the WebSocket handshake.
+``/healthz`` answer ``ok``; anything else is 404. ``HEAD`` answers the same headers with no
+body; other methods get 405. A GET that asks to upgrade goes on to the WebSocket handshake.
 """
 
 from __future__ import annotations
@@ -41,15 +41,18 @@ class Hosting:
 
     def respond(self, connection: ServerConnection, request: Request) -> Response | None:
         """Answer a plain HTTP request; ``None`` lets a WebSocket upgrade through."""
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        method = request.method
+        if method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket":
             return None
+        if method not in ("GET", "HEAD"):
+            return _plain(405, "Method Not Allowed", [("Allow", "GET, HEAD")])
         path = request.path.split("?", 1)[0]
         if path in ("/", "/healthz"):
-            return connection.respond(200, "ok\n")
+            return _plain(200, "OK", body=b"ok\n", head=method == "HEAD")
         match = _IMAGE_PATH.fullmatch(path)
         image = self._store.get(match.group(1)) if match else None
         if image is None or match is None or image.extension != match.group(2):
-            return connection.respond(404, "no such image\n")
+            return _plain(404, "Not Found", body=b"no such image\n", head=method == "HEAD")
         headers = Headers(
             [
                 ("Content-Type", image.content_type),
@@ -58,4 +61,24 @@ class Hosting:
                 ("Connection", "close"),
             ]
         )
-        return Response(200, "OK", headers, image.data)
+        return Response(200, "OK", headers, b"" if method == "HEAD" else image.data)
+
+
+def _plain(
+    status: int,
+    reason: str,
+    extra: list[tuple[str, str]] | None = None,
+    *,
+    body: bytes = b"",
+    head: bool = False,
+) -> Response:
+    # A HEAD answer has the GET answer's headers and no body.
+    headers = Headers(
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "close"),
+            *(extra or ()),
+        ]
+    )
+    return Response(status, reason, headers, b"" if head else body)

@@ -106,14 +106,28 @@ def encode(pixels: Pixels, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes, *, alpha: bool = False) -> Pixels:
-    """Decode image bytes to RGB (or RGBA) pixels; raise ``ValueError`` if they are no image."""
+#: The formats decoded: never one whose plugin calls out to another program (EPS), or
+#: whose size is cheap to lie about.
+DECODED_FORMATS: Final = ("PNG", "JPEG", "WEBP")
+
+
+def decode(data: bytes, *, alpha: bool = False, max_pixels: int = 4096 * 4096) -> Pixels:
+    """Decode PNG, JPEG or WebP bytes to RGB (or RGBA) pixels.
+
+    The size is read from the header and checked against ``max_pixels`` before a single
+    pixel is decoded (a few KiB of PNG can claim gigapixels). Raises ``ValueError`` for
+    anything else, naming why."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=DECODED_FORMATS) as image:
+            if image.width * image.height > max_pixels:
+                raise ValueError(
+                    f"is {image.width}x{image.height}, more than the {max_pixels} pixels "
+                    "this server decodes"
+                )
             image.load()
             return np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except (OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"not a readable image: {exc}") from exc
+        raise ValueError(f"not a readable PNG, JPEG or WebP image: {exc}") from exc
 
 
 def resize(pixels: Pixels, width: int, height: int) -> Pixels:

@@ -43,13 +43,13 @@ from protocol import (
 from protocol.identity import image_uuid_for, seed_for_task
 from protocol.requests import (
     image_references,
-    prompt_of,
     requested_seed,
     returns_base64,
     upload_endpoint,
 )
 from protocol.tables import ErrorId
 
+from .admission import Admission
 from .backends import (
     Backend,
     ImageOutput,
@@ -144,8 +144,9 @@ class Scheduler:
         self._config = config
         self._backend = backend
         self._store = store
-        self._cache = ResultCache(store)
+        self._cache = ResultCache(store, config.limits.max_cache_entries)
         self._delivery = Delivery(store)
+        self._admission = Admission(config, store, pusher)
         self._pusher = pusher
         self._clock = clock
         self._src = src
@@ -156,7 +157,15 @@ class Scheduler:
         self._idle = asyncio.Event()  # set whenever no task is running
         self._idle.set()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
+        self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
+        self._tg: anyio.abc.TaskGroup | None = None
         self.closing = False
+
+    def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the workers in ``tg``, where guide fetches will run too."""
+        self._tg = tg
+        for _ in range(max(1, self._config.workers)):
+            tg.start_soon(self.worker)
 
     # -- accepting tasks --
 
@@ -164,17 +173,20 @@ class Scheduler:
         """Adopt, refuse or queue a task request (see the module docstring)."""
         # The only await (resolving an uploadEndpoint's host) comes first, so everything after
         # it, the dedupe included, is decided in one step: no other frame can come between.
-        upload_refusal = await self._check_upload(task)
+        upload_refusal = await self._admission.check_upload(task)
         tasks = self._tasks.setdefault(session.key_id, {})
         record = tasks.get(task.task_uuid)
         if record is not None:
             self._adopt(record, session)
             return
-        refusal = self._refusal(session, task) or upload_refusal
+        refusal = (
+            self._admission.refusal(session, task, self._active_total, closing=self.closing)
+            or upload_refusal
+        )
         if refusal is not None:
             conn.send_error(*refusal, task.task_uuid)
             return
-        sources = self._sources(task)
+        sources = self._admission.sources(task)
         if isinstance(sources, tuple):
             conn.send_error(*sources, task.task_uuid)
             return
@@ -189,6 +201,11 @@ class Scheduler:
             self._serve_from_cache(record, task)
         if isinstance(task, NewTask) and record.first >= task.number_results:
             self._finish(record)
+        elif any(ref.is_url for ref in image_references(task)):
+            # Fetched before it queues: a guide that trickles in holds no worker.
+            assert self._tg is not None, "Scheduler.start() was not called"
+            self._fetching.add(record)
+            self._tg.start_soon(self._fetch_then_queue, session.uuid, record)
         else:
             self._queue.put(session.uuid, record)
 
@@ -203,51 +220,9 @@ class Scheduler:
                 session.active.add(record.uuid)
         self._replay(record)
 
-    def _refusal(self, session: ServerSession, task: TaskRequest) -> tuple[int, str] | None:
-        limits = self._config.limits
-        if self.closing:
-            return ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping"
-        prompt = prompt_of(task)
-        if prompt is not None and len(prompt[1]) > limits.max_prompt_length:
-            rule = f"must be at most {limits.max_prompt_length} characters on this server"
-            return ErrorId.LIMIT_EXCEEDED, f"{prompt[0]}: {rule} (got {len(prompt[1])})"
-        if isinstance(task, NewTask) and task.number_results > limits.max_number_results:
-            rule = f"must be at most {limits.max_number_results} on this server"
-            return ErrorId.LIMIT_EXCEEDED, f"numberResults: {rule} (got {task.number_results})"
-        if len(session.active) >= limits.max_queued_per_connection:
-            bound = limits.max_queued_per_connection
-            return ErrorId.QUEUE_FULL, f"this session already has {bound} tasks queued"
-        if self._active_total >= limits.max_queued_total:
-            return (
-                ErrorId.QUEUE_FULL,
-                f"the server already has {limits.max_queued_total} tasks queued",
-            )
-        return None
-
-    async def _check_upload(self, task: TaskRequest) -> tuple[int, str] | None:
-        url = upload_endpoint(task)
-        if url is None:
-            return None
-        try:
-            await self._pusher.check(url)
-        except PushError as exc:
-            return ErrorId.VALIDATION_ERROR, f"uploadEndpoint: {exc}"
-        return None
-
-    def _sources(self, task: TaskRequest) -> dict[str, SourceImage] | tuple[int, str]:
-        # Images given by UUID must be here now; those given by URL are fetched when it runs.
-        sources: dict[str, SourceImage] = {}
-        for ref in image_references(task):
-            if ref.is_url:
-                continue
-            stored = self._store.get(ref.value)
-            if stored is None:
-                return ErrorId.IMAGE_NOT_FOUND, f"{ref.field}: no image {ref.value} on this server"
-            sources[ref.role] = SourceImage(stored.uuid, stored.data, stored.format, stored.prompt)
-        return sources
-
     def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
-        key = record.cache_key = cache_key(task)
+        # Scoped by API key: one tenant's images and prompts never reach another.
+        key = record.cache_key = (record.key_id, cache_key(task))
         available = self._cache.count(key)
         hits = (
             []
@@ -255,7 +230,7 @@ class Scheduler:
             else self._cache.page(key, task.offset, task.number_results)
         )
         for index, image in enumerate(hits):
-            copy = replace(image, uuid=image_uuid_for(record.uuid, index))
+            copy = replace(image, uuid=image_uuid_for(record.uuid, index, record.key_id))
             self._store.put(copy)
             alt = task.positive_prompt
             inline = task.return_base64_image
@@ -275,6 +250,19 @@ class Scheduler:
             # A queued record is skipped when a worker reaches it; a running one stops at its
             # next step (the backend sees the record finished).
             self._fail(record, ErrorId.TASK_CANCELLED, "the task was cancelled")
+
+    def congested(self, session: ServerSession, congested: bool) -> None:
+        """The session's socket is not reading fast enough (or is again): its queued tasks
+        wait, so a client that never reads costs a bounded outbox, not every result."""
+        if congested:
+            self._queue.pause(session.uuid)
+        else:
+            self._queue.resume(session.uuid)
+
+    def forget_session(self, session: ServerSession) -> None:
+        """A session gone for good: tasks still queued for it are dropped, unrun."""
+        for record in self._queue.remove_lane(session.uuid):
+            self._fail(record, ErrorId.TASK_CANCELLED, "the session expired before the task ran")
 
     def replay_session(self, session: ServerSession, task_uuids: list[str]) -> None:
         """A resumed session: re-send the results (and errors) of ``task_uuids``."""
@@ -320,14 +308,27 @@ class Scheduler:
                 if not self._running:
                     self._idle.set()
 
+    async def _fetch_then_queue(self, lane: str, record: TaskRecord) -> None:
+        try:
+            fetched = await self._fetch_guides(record.request)
+        except JobError as exc:
+            self._fail(record, exc.error_id, exc.message)
+            return
+        finally:
+            self._fetching.discard(record)
+        if not record.is_finished:  # cancelled, or the server stopped, while fetching
+            record.sources.update(fetched)
+            self._queue.put(lane, record)
+
     async def _execute(self, record: TaskRecord) -> None:
-        sources = {**record.sources, **await self._fetch_guides(record.request)}
+        sources = record.sources
         job = Job(
             record.request,
             seed=record.seed,
             first=record.first,
             sources=sources,
             output_format=output_format(sources),
+            max_pixels=self._config.limits.max_image_pixels,
         )
         record.sources = {}  # the job holds them now; the record outlives it
         if not self._backend.blocking:
@@ -345,16 +346,21 @@ class Scheduler:
         )
 
     async def _fetch_guides(self, task: TaskRequest) -> dict[str, SourceImage]:
-        # Guides given by URL are fetched when the task runs (the address policy applies).
+        # Guides given by URL: the address policy applies, each body is capped, and all of
+        # a task's fetches share one deadline.
+        limits = self._config.limits
         fetched: dict[str, SourceImage] = {}
-        for ref in image_references(task):
-            if not ref.is_url:
-                continue
-            try:
-                data = await self._pusher.get(ref.value, self._config.limits.max_frame_bytes)
-            except PushError as exc:
-                raise JobError(ErrorId.IMAGE_NOT_FOUND, f"{ref.field}: {exc}") from exc
-            fetched[ref.role] = SourceImage(ref.value, data, image_format(data) or "png")
+        refs = [ref for ref in image_references(task) if ref.is_url]
+        try:
+            with anyio.fail_after(limits.fetch_timeout):
+                for ref in refs:
+                    data = await self._pusher.get(ref.value, limits.max_fetch_bytes)
+                    fetched[ref.role] = SourceImage(ref.value, data, image_format(data) or "png")
+        except PushError as exc:
+            raise JobError(ErrorId.IMAGE_NOT_FOUND, f"{ref.field}: {exc}") from exc
+        except TimeoutError as exc:
+            text = f"{ref.field}: not fetched within {limits.fetch_timeout:g} s"
+            raise JobError(ErrorId.IMAGE_NOT_FOUND, text) from exc
         return fetched
 
     async def publish(self, record: TaskRecord, output: Output) -> None:
@@ -371,7 +377,7 @@ class Scheduler:
     async def _store_image(self, record: TaskRecord, output: ImageOutput) -> Result:
         task = record.request
         stored = StoredImage(
-            image_uuid_for(record.uuid, output.index),
+            image_uuid_for(record.uuid, output.index, record.key_id),
             output.data,
             output.format,
             output.width,
@@ -439,7 +445,7 @@ class Scheduler:
         """Refuse new work, fail queued tasks, give running ones ``grace`` seconds, then
         fail the rest (their error frames are queued on their connections)."""
         self.closing = True
-        for record in self._queue.drain():
+        for record in [*self._queue.drain(), *self._fetching]:
             self._fail(record, ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping")
         with anyio.move_on_after(grace):
             if self._running:

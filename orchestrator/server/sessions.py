@@ -29,6 +29,7 @@ class Sessions:
         keys: the accepted API keys.
         clock: monotonic seconds (when a session was detached).
         on_resume: called with a resumed session and the taskUUIDs it holds.
+        on_forget: called with a session forgotten after the retention window.
     """
 
     def __init__(
@@ -37,10 +38,12 @@ class Sessions:
         *,
         clock: Callable[[], float],
         on_resume: Callable[[ServerSession, list[str]], None],
+        on_forget: Callable[[ServerSession], None],
     ) -> None:
         self._keys = keys
         self._clock = clock
         self._on_resume = on_resume
+        self._on_forget = on_forget
         self._sessions: dict[str, ServerSession] = {}
 
     def authenticate(self, conn: Connection, message: NewConnection) -> None:
@@ -71,7 +74,8 @@ class Sessions:
                 previous.close(1000, "session resumed on another connection")
             known = sorted(session.held())
         session.extensions = extensions
-        session.connection, session.detached_at, conn.session = conn, None, session
+        session.connection, session.detached_at = conn, None
+        conn.attach(session)
         conn.on_lost = session.undelivered.add
         fields: dict[str, Any] = {"connection_session_uuid": session.uuid}
         if wanted is not None:
@@ -94,3 +98,4 @@ class Sessions:
         for session_uuid, session in list(self._sessions.items()):
             if session.detached_at is not None and now - session.detached_at > retention:
                 del self._sessions[session_uuid]
+                self._on_forget(session)

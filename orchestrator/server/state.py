@@ -314,7 +314,8 @@ class FairQueue:
 
     def __init__(self) -> None:
         self._lanes: dict[str, deque[TaskRecord]] = {}
-        self._ring: deque[str] = deque()
+        self._ring: deque[str] = deque()  # lanes with records, not paused, in turn
+        self._paused: set[str] = set()  # lanes whose records wait (a congested reader)
         self._ready = asyncio.Event()
         self._size = 0
 
@@ -326,11 +327,37 @@ class FairQueue:
         queue = self._lanes.get(lane)
         if queue is None:
             self._lanes[lane] = deque((record,))
-            self._ring.append(lane)
+            if lane not in self._paused:
+                self._ring.append(lane)
         else:
             queue.append(record)
         self._size += 1
         self._ready.set()
+
+    def pause(self, lane: str) -> None:
+        """Take no more records from ``lane`` until :meth:`resume`."""
+        if lane not in self._paused:
+            self._paused.add(lane)
+            if lane in self._lanes:
+                self._ring.remove(lane)
+
+    def resume(self, lane: str) -> None:
+        """Serve ``lane`` again, at the back of the turn."""
+        if lane in self._paused:
+            self._paused.discard(lane)
+            if lane in self._lanes:
+                self._ring.append(lane)
+                self._ready.set()
+
+    def remove_lane(self, lane: str) -> list[TaskRecord]:
+        """Remove and return everything ``lane`` holds; it is forgotten."""
+        queue = self._lanes.pop(lane, deque())
+        if lane in self._paused:
+            self._paused.discard(lane)
+        elif queue:
+            self._ring.remove(lane)
+        self._size -= len(queue)
+        return list(queue)
 
     def get_nowait(self) -> TaskRecord | None:
         """The next record, taking lanes in turn, or ``None`` if empty."""
@@ -358,5 +385,6 @@ class FairQueue:
         out = [record for queue in self._lanes.values() for record in queue]
         self._lanes.clear()
         self._ring.clear()
+        self._paused.clear()
         self._size = 0
         return out

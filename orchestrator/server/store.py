@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
@@ -104,21 +105,24 @@ class ResultCache:
 
     Each entry lists imageUUIDs oldest first. Images leave the :class:`ImageStore` oldest
     first too (one time to live; eviction by age), so expired ones are trimmed from the
-    front, and a page costs O(offset + count), never the whole entry.
+    front, and a page costs O(offset + count), never the whole entry. Keys are kept as
+    digests (a prompt may be long), and at most ``max_entries`` of them, the least
+    recently used leaving first.
     """
 
-    def __init__(self, store: ImageStore) -> None:
+    def __init__(self, store: ImageStore, max_entries: int = 10_000) -> None:
         self._store = store
-        self._entries: dict[Hashable, deque[str]] = {}
+        self._max_entries = max_entries
+        self._entries: OrderedDict[bytes, deque[str]] = OrderedDict()
 
     def count(self, key: Hashable) -> int:
         """How many live images are cached under ``key``."""
-        uuids = self._trimmed(key)
+        uuids = self._trimmed(_digest(key))
         return len(uuids) if uuids is not None else 0
 
     def page(self, key: Hashable, offset: int, count: int) -> list[StoredImage]:
         """Up to ``count`` cached images under ``key``, skipping the first ``offset``."""
-        uuids = self._trimmed(key)
+        uuids = self._trimmed(_digest(key))
         if uuids is None:
             return []
         window = itertools.islice(uuids, offset, offset + count)
@@ -126,20 +130,36 @@ class ResultCache:
 
     def add(self, key: Hashable, image_uuid: str) -> None:
         """Record a newly made image under ``key``."""
-        self._entries.setdefault(key, deque()).append(image_uuid)
+        digest = _digest(key)
+        uuids = self._entries.get(digest)
+        if uuids is None:
+            uuids = self._entries[digest] = deque()
+            if len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(digest)
+        uuids.append(image_uuid)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def sweep(self) -> None:
         """Drop entries whose images have all gone."""
-        for key in list(self._entries):
-            self._trimmed(key)
+        for digest in list(self._entries):
+            self._trimmed(digest)
 
-    def _trimmed(self, key: Hashable) -> deque[str] | None:
-        uuids = self._entries.get(key)
+    def _trimmed(self, digest: bytes) -> deque[str] | None:
+        uuids = self._entries.get(digest)
         if uuids is None:
             return None
         while uuids and self._store.get(uuids[0]) is None:
             uuids.popleft()
         if not uuids:
-            del self._entries[key]
+            del self._entries[digest]
             return None
         return uuids
+
+
+def _digest(key: Hashable) -> bytes:
+    # The keys are tuples of plain values (see state.cache_key), whose repr is stable.
+    return hashlib.sha256(repr(key).encode()).digest()
