@@ -64,6 +64,11 @@ class Connection:
         self._outbox_hard = outbox_hard
         ws.protocol.max_message_size = max_frame_before_auth  # checked per frame header
 
+    @property
+    def congested(self) -> bool:
+        """Whether the outbox is past its soft bound (and not yet drained below half)."""
+        return self._congested
+
     def attach(self, session: ServerSession) -> None:
         """The socket authenticated as ``session``: full-size frames are allowed from now."""
         self.session = session
@@ -78,7 +83,7 @@ class Connection:
             return
         self._outbox.append((task_uuid, frame))
         self._queued += len(frame)
-        if self._queued > self._outbox_hard:
+        if self._queued > self._outbox_hard and len(self._outbox) > 1:  # one big frame may go
             self._overflow()
             return
         if not self._congested and self._queued > self._outbox_soft:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
@@ -258,6 +259,7 @@ class Scheduler:
             self._queue.pause(session.uuid)
         else:
             self._queue.resume(session.uuid)
+            self._continue_replay(session)
 
     def forget_session(self, session: ServerSession) -> None:
         """A session gone for good: tasks still queued for it are dropped, unrun."""
@@ -266,12 +268,31 @@ class Scheduler:
 
     def replay_session(self, session: ServerSession, task_uuids: list[str]) -> None:
         """A resumed session: re-send the results (and errors) of ``task_uuids``."""
-        session.undelivered.clear()
+        session.replay = deque((task_uuid, 0) for task_uuid in task_uuids)
+        self._continue_replay(session)
+
+    def _continue_replay(self, session: ServerSession) -> None:
+        # A replay goes out as fast as the socket takes it: it stops while the outbox is
+        # congested and goes on when it drains, so it cannot overflow a slow reader.
         tasks = self._tasks.get(session.key_id, {})
-        for task_uuid in task_uuids:
+        conn = session.connection
+        while session.replay and conn is not None and not conn.congested:
+            task_uuid, done = session.replay.popleft()
+            session.undelivered.discard(task_uuid)  # a frame lost again puts it back
             record = tasks.get(task_uuid)
-            if record is not None and record.session is session:
-                self._replay(record)
+            if record is None or record.session is not session:
+                continue
+            # One result per frame, so that no frame holds a whole task's images.
+            results = record.results
+            while done < len(results) and not conn.congested:
+                self._delivery.results(record, [results[done]])
+                done += 1
+            if done < len(results):
+                session.replay.appendleft((task_uuid, done))
+                session.undelivered.add(task_uuid)
+                return
+            if record.error is not None:
+                self._delivery.error(record)
 
     def _replay(self, record: TaskRecord) -> None:
         if record.results:

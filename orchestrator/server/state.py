@@ -112,6 +112,7 @@ class ServerSession:
     detached_at: float | None = None
     active: set[str] = field(default_factory=set)  # accepted, not finished
     undelivered: set[str] = field(default_factory=set)  # results produced while detached
+    replay: deque[tuple[str, int]] = field(default_factory=deque)  # (task, results re-sent)
 
     def held(self) -> set[str]:
         """Tasks a resume reports in ``knownTaskUUIDs`` and replays."""
