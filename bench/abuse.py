@@ -49,9 +49,7 @@ def server(tree: Path, *extra: str) -> Iterator[tuple[str, int]]:
     command += ["--api-key", KEY, "--workers", "1", *extra]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # In the tree's own directory: ``python -m`` puts the working directory first on the path.
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree
-    ) as process:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree) as process:
         try:
             assert process.stdout is not None
             line = process.stdout.readline()
@@ -247,7 +245,8 @@ async def upscale_bomb(tree: Path) -> str:
             image_uuid = (reply.get("newUploadedImageUUID") or {}).get("newImageUUID")
             peak = rss_mib(pid)
             if image_uuid is None:
-                return f"upload of {len(data)} bytes answered {str(reply)[:120]}; +{peak - before:.0f} MiB"
+                growth = peak - before
+                return f"upload of {len(data)} bytes answered {str(reply)[:120]}; +{growth:.0f} MiB"
             task = {"taskUUID": str(uuid.uuid4()), "imageUUID": image_uuid, "upscaleFactor": 4}
             await ws.send(json.dumps({"newUpscaleGan": task}))
             watch = asyncio.create_task(asyncio.wait_for(ws.recv(), 120))

@@ -6,6 +6,7 @@ when no endpoint is given, an embedded reference server on 127.0.0.1.
 
 from __future__ import annotations
 
+import math
 import random
 from collections import deque
 from collections.abc import (
@@ -17,8 +18,10 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Unpack, cast, overload
+from typing import Any, Final, Unpack, cast, get_args, overload
+from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
@@ -85,6 +88,9 @@ class Orchestrator:
         self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints or ())
         if self._endpoints and not api_key:
             raise UsageError("api_key is required when endpoints are given")
+        if transport is None:  # the default transport speaks WebSocket URLs only
+            for endpoint in self._endpoints:
+                _check_ws_url(endpoint)
         self._api_key = api_key
         self.config = config or Config()
         self._transport = transport or WebSocketTransport()
@@ -184,6 +190,7 @@ class Orchestrator:
         return _Submission(self, task, deadline)
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
+        _check_deadline(deadline)
         handle, prepared, refs = self._prepare(task)
         # The common case is synchronous: no coroutine per task when there is room.
         if not self.pool.try_acquire():
@@ -197,8 +204,13 @@ class Orchestrator:
         pool = self.pool
         if isinstance(task, TaskSpec):
             prepared = task.prepare(task.task_uuid or new_task_uuid())
-        else:
+        elif isinstance(task, TASK_REQUESTS):
             prepared = prepare(task)
+        else:
+            raise UsageError(
+                f"a task is a spec (TextToImage(...), ...) or a protocol request, "
+                f"not {type(task).__name__}"
+            )
         handle = TaskHandle(prepared.task_uuid, task, pool)
         return handle, prepared, spec_image_refs(task)
 
@@ -392,10 +404,16 @@ class Orchestrator:
         return await self.run(spec, deadline=deadline)
 
     async def upload_image(
-        self, image: bytes | str, *, deadline: float | None = None
+        self, image: bytes | str | Path, *, deadline: float | None = None
     ) -> TaskResult:
-        """Upload an image (bytes, base64 or a data URI); ``result.image.image_uuid`` names
-        it for later tasks."""
+        """Upload an image (a file's path, bytes, base64 or a data URI);
+        ``result.image.image_uuid`` names it for later tasks."""
+        if isinstance(image, Path):  # read off the event loop
+            path = image
+            try:
+                image = await anyio.Path(path).read_bytes()
+            except OSError as exc:
+                raise UsageError(f"upload_image: no file to read at {path}: {exc}") from exc
         return await self.run(UploadImage(image=image), deadline=deadline)
 
     async def controlnet_preprocess(
@@ -432,6 +450,24 @@ class _Submission:
 
 
 _END = object()  # the end of map()'s source
+
+#: The protocol's request messages, as ``isinstance`` takes them.
+TASK_REQUESTS: Final = get_args(TaskRequest)
+
+
+def _check_ws_url(endpoint: object) -> None:
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise UsageError(f"endpoint {endpoint!r}: must be a ws:// or wss:// URL with a host")
+
+
+def _check_deadline(deadline: object) -> None:
+    if deadline is None:
+        return
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise UsageError(f"deadline = {deadline!r}: must be a number of seconds")
+    if not (math.isfinite(deadline) and deadline > 0):
+        raise UsageError(f"deadline = {deadline!r}: must be a finite number of seconds > 0")
 
 
 def _embedded_server() -> AbstractAsyncContextManager[Any]:

@@ -7,6 +7,7 @@ and the rule.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from protocol.retry import Backoff
@@ -18,14 +19,21 @@ __all__ = ["Backoff", "Config", "Limits", "Timeouts"]
 
 
 def _check_positive(obj: object, *, allow_zero: tuple[str, ...] = ()) -> None:
+    # Every field is a number of its declared kind (an int field takes no float, no field
+    # takes a bool or a string), finite, and above its floor.
     for f in fields(obj):  # type: ignore[arg-type]
         value = getattr(obj, f.name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
+        where = f"{type(obj).__name__}.{f.name} = {value!r}"
+        integral = f.type in ("int", int)
+        kinds = int if integral else int | float
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise UsageError(f"{where}: must be {'an integer' if integral else 'a number'}")
+        if not math.isfinite(value):
+            raise UsageError(f"{where}: must be finite")
         floor_ok = value >= 0 if f.name in allow_zero else value > 0
         if not floor_ok:
             rule = "must be >= 0" if f.name in allow_zero else "must be > 0"
-            raise UsageError(f"{type(obj).__name__}.{f.name} = {value!r}: {rule}")
+            raise UsageError(f"{where}: {rule}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +74,10 @@ class Limits:
         max_frame: the largest frame accepted from a server, in bytes.
         remembered_images: how many imageUUIDs are remembered with the endpoint that
             holds them, to route later tasks that refer to them.
+        connect_attempts: while no endpoint has ever been reached, how many failed
+            attempts each may make before live tasks fail with ConnectError.
+        poison_after: how many times a socket may close just after a task's frame went
+            out on it before that task fails (the server refuses it), sparing the rest.
     """
 
     in_flight: int = 10_000
@@ -73,6 +85,8 @@ class Limits:
     connections_per_endpoint: int = 1
     max_frame: int = 64 * 1024 * 1024
     remembered_images: int = 100_000
+    connect_attempts: int = 3
+    poison_after: int = 3
 
     def __post_init__(self) -> None:
         _check_positive(self)

@@ -26,6 +26,11 @@ States::
    (``resume``), or all of them once the replay has been quiet for ``replay_quiet``.
 3. DOWN: the session keeps its pending tasks; nothing fails. The pool may move
    them to another endpoint after ``Timeouts.failover`` (:meth:`Connection.take`).
+   When the server closed the socket, the tasks whose frame it had just received
+   are reported as suspects (:mod:`orchestrator.suspects`); a failed attempt to
+   open is counted (``failures``, ``last_error``), for the pool to fail fast when no
+   endpoint was ever reached. Results a server sends before its reply to
+   ``newConnection`` are kept and delivered once the connection is open.
 
 The session decides, once, which results are new and when a task is complete; the
 connection only carries its events to the listener: results as they arrive, then
@@ -52,27 +57,26 @@ from protocol.session import (
     Authenticated,
     ConnectionFailed,
     Event,
-    FrameRejected,
     ImageReceived,
     PongReceived,
     Progress,
-    ServerError,
     Session,
     TaskCompleted,
     TaskFailed,
     TextReceived,
-    UnknownTask,
 )
 
 from .config import Config
 from .errors import (
     AuthenticationError,
     ConnectError,
+    ConnectionClosed,
     ConnectTimeout,
     HeartbeatTimeout,
     TransportError,
 )
 from .records import Stats, TaskRecord
+from .suspects import suspects as suspects_of
 from .timers import Clock, race_timeout
 from .transport import Stream, Transport
 
@@ -96,8 +100,10 @@ class ConnectionListener(Protocol):
     def on_open(self, conn: Connection) -> None:
         """The connection is authenticated and can take tasks."""
 
-    def on_down(self, conn: Connection) -> None:
-        """The socket was lost; the connection's tasks wait for it to come back."""
+    def on_down(self, conn: Connection, suspects: list[TaskRecord]) -> None:
+        """The socket was lost (or could not be opened: ``conn.last_error`` says why); the
+        connection's tasks wait for it to come back. ``suspects``: tasks whose frame went
+        out just before the server closed it (one of them may be what it refuses)."""
 
     def on_fatal(self, error: AuthenticationError) -> None:
         """The server refused the key: the connection has closed for good."""
@@ -131,6 +137,9 @@ class Connection:
         self.session = session
         self.state = ConnectionState.CONNECTING
         self.connects = 0
+        self.failures = 0  # attempts failed since the last successful open
+        self.last_error: TransportError | None = None
+        self.frame_limit: int | None = None  # learned from the server's close code 1009
         self._listener = listener
         self._records: dict[str, TaskRecord] = {}
         self._stats = stats
@@ -140,6 +149,13 @@ class Connection:
         self._rng = rng
         self._outbox: list[bytes] = []
         self._early: list[bytes] = []
+        self._early_events: list[Event] = []
+        self._largest_sent = 0
+        self._probe: list[str] = []  # suspects to send alone on the next socket
+        self._alone: list[str] = []  # of those, the ones the server did not keep
+        self._probing: str | None = None  # the one sent alone, awaiting its pong
+        self._resent, self._pong = anyio.Event(), anyio.Event()
+        self._pings = self._pongs = 0  # on this socket
         self._wake = anyio.Event()
         self._silent_intervals = 0
         self._last_frame_at = 0.0
@@ -175,7 +191,12 @@ class Connection:
         frame = self.session.send_task(record.prepared, delivered=delivered)
         self._records[record.task_uuid] = record
         record.carrier = self
+        record.sent_at = (self.connects, self._clock.now())
         self._write(frame)
+
+    def fits(self, record: TaskRecord) -> bool:
+        """Whether the server will take the task's frame, as far as this connection knows."""
+        return self.frame_limit is None or len(record.prepared.frame) <= self.frame_limit
 
     def cancel(self, record: TaskRecord) -> None:
         """Stop carrying a live task (cancelled or expired); ``cancelTask`` goes out when
@@ -222,6 +243,8 @@ class Connection:
                 break
             except TransportError as exc:
                 log.info("connection to %s failed: %s", self.endpoint, exc)
+                self.failures += 1
+                self.last_error = exc
                 self._went_down()
             else:
                 if not started:
@@ -278,11 +301,17 @@ class Connection:
             if event.authentication:
                 raise AuthenticationError(event.error_id, event.error_message)
             raise ConnectError(f"{self.endpoint} refused: {event.error_message}")
-        self._report(event)
+        self._early_events.append(event)  # dispatched once open (results for pending tasks)
 
     async def _serve(self, stream: Stream, auth: Authenticated) -> None:
         self._enter(ConnectionState.OPEN)
         self.connects += 1
+        self.failures = 0
+        self._largest_sent = 0
+        self._pings = self._pongs = 0
+        # Results the server sent before its newConnection reply: theirs, now they are open.
+        early, self._early_events = self._early_events, []
+        self._dispatch(early)
         self._silent_intervals = 0
         self._last_frame_at = self._clock.now()
         log.debug("open %s session=%s resumed=%s", self.endpoint, auth.session_uuid, auth.resumed)
@@ -293,14 +322,18 @@ class Connection:
                 tg.start_soon(guard, self._read, stream)
                 tg.start_soon(guard, self._write_loop, stream)
                 tg.start_soon(guard, self._heartbeat)
+                probe, self._probe = self._probe, []
+                self._resent = anyio.Event()
+                if probe:
+                    tg.start_soon(guard, self._send_one_by_one)
                 if auth.resubmit is None:
-                    tg.start_soon(self._resend_when_quiet, self.session.outstanding())
+                    tg.start_soon(self._resend_when_quiet, self.session.outstanding(), probe)
                 else:
-                    self._resend(auth.resubmit)
+                    self._resend(auth.resubmit, probe)
                 self._listener.on_open(self)
         finally:
             if self.state is not ConnectionState.CLOSED:
-                self._went_down()
+                self._went_down(reason[0] if reason else None)
             self.session.connection_lost()
             self._outbox.clear()
             with anyio.CancelScope(shield=True):
@@ -309,15 +342,64 @@ class Connection:
             self.close()
             self._listener.on_fatal(reason[0])
 
-    def _went_down(self) -> None:
+    def _went_down(self, reason: BaseException | None = None) -> None:
         self._enter(ConnectionState.DOWN)
-        self._listener.on_down(self)
+        closed = isinstance(reason, ConnectionClosed) and not isinstance(reason, HeartbeatTimeout)
+        suspects = self._suspects(reason) if isinstance(reason, ConnectionClosed) and closed else []
+        self._listener.on_down(self, suspects)
 
-    def _resend(self, task_uuids: tuple[str, ...] | list[str]) -> None:
+    def _suspects(self, reason: ConnectionClosed) -> list[TaskRecord]:
+        # The server closed the socket: whose frame was it? (orchestrator.suspects)
+        self.last_error = reason
+        too_big = reason.code == 1009 and self._largest_sent > 0
+        if too_big:
+            self.frame_limit = self._largest_sent - 1
+        probing, self._probing = self._records.get(self._probing or ""), None
+        found = suspects_of(
+            self._records.values(),
+            reason,
+            socket=self.connects,
+            now=self._clock.now(),
+            window=self._config.timeouts.heartbeat_interval,
+            probing=probing,
+            frame_limit=self.frame_limit,
+        )
+        if len(found) > 1 and not too_big:  # which one? sent alone on the next socket
+            self._probe = [r.task_uuid for r in found]
+            return []
+        return found
+
+    def _resend(self, task_uuids: tuple[str, ...] | list[str], later: Collection[str] = ()) -> None:
+        self._alone = []
         for task_uuid in task_uuids:
             if task_uuid in self._records and self.session.is_pending(task_uuid):
-                self._write(self.session.resend_task(task_uuid))
+                if task_uuid in later:
+                    self._alone.append(task_uuid)  # a suspect: _send_one_by_one sends it
+                else:
+                    self._records[task_uuid].sent_at = (self.connects, self._clock.now())
+                    self._write(self.session.resend_task(task_uuid))
         self._stats.resubmitted += len(task_uuids)
+        self._resent.set()
+
+    def _ping(self) -> None:
+        self._pings += 1
+        self._write(self.session.send_ping())
+
+    async def _send_one_by_one(self) -> None:
+        await self._resent.wait()
+        for task_uuid in self._alone:
+            record = self._records.get(task_uuid)
+            if record is None or not self.session.is_pending(task_uuid):
+                continue
+            self._probing = task_uuid
+            record.sent_at = (self.connects, self._clock.now())
+            self._write(self.session.resend_task(task_uuid))
+            self._ping()
+            answered = self._pings  # pongs come in order: this many means ours came back
+            while self._pongs < answered:
+                self._pong = anyio.Event()
+                await self._pong.wait()
+        self._probing = None
 
     async def _read(self, stream: Stream) -> None:
         frames, self._early = self._early, []
@@ -337,6 +419,7 @@ class Connection:
                 continue
             # Everything queued since the last write goes out together.
             frames, self._outbox = self._outbox, []
+            self._largest_sent = max(self._largest_sent, max(map(len, frames)))
             await stream.send(frames)
 
     async def _heartbeat(self) -> None:
@@ -348,13 +431,13 @@ class Connection:
                     f"{self.endpoint}: no frame for {self._silent_intervals} pings"
                 )
             self._silent_intervals += 1
-            self._write(self.session.send_ping())
+            self._ping()
 
-    async def _resend_when_quiet(self, task_uuids: list[str]) -> None:
+    async def _resend_when_quiet(self, task_uuids: list[str], later: list[str]) -> None:
         quiet = self._config.timeouts.replay_quiet
         while (wait := self._last_frame_at + quiet - self._clock.now()) > 0:
             await self._clock.sleep(wait)
-        self._resend(task_uuids)
+        self._resend(task_uuids, later)
 
     # -- events: the session decided; the listener is told --
 
@@ -384,24 +467,11 @@ class Connection:
                 self._listener.on_failed(record, event)
         elif isinstance(event, ConnectionFailed):
             raise AuthenticationError(event.error_id, event.error_message)
-        elif not isinstance(event, PongReceived):
-            self._report(event)
-
-    def _report(self, event: Event) -> None:
-        stats = self._stats
-        if isinstance(event, UnknownTask):
-            stats.unknown_frames += 1
-            log.debug(  # routine after a resume or a failover: late copies of results
-                "%s: %s for unknown task %s, dropped", self.endpoint, event.message, event.task_uuid
-            )
-        elif isinstance(event, FrameRejected):
-            stats.rejected_frames += 1
-            log.warning("%s: frame rejected: %s", self.endpoint, event.error)
-        elif isinstance(event, ServerError):
-            stats.server_errors += 1
-            log.warning(
-                "%s: server error %s: %s", self.endpoint, event.error_id, event.error_message
-            )
+        elif isinstance(event, PongReceived):
+            self._pongs += 1
+            self._pong.set()
+        else:
+            self._stats.report(self.endpoint, event)
 
 
 def _guard(

@@ -19,6 +19,7 @@
     │   └── TaskTimeout               ...a task passed its deadline; also a TaskError
     ├── TaskError                     a task did not complete
     │   ├── RemoteTaskError           ...the server sent an error frame naming it
+    │   ├── TaskRejected              ...the server closed the socket on its frame, again
     │   ├── TaskCancelled             ...it was cancelled, or the orchestrator closed
     │   └── TaskTimeout
     └── UploadError                   pushing a finished binary failed (status_code)
@@ -38,7 +39,7 @@ from protocol.errors import (
     RemoteProtocolError,
     UsageError,
 )
-from protocol.tables import ERRORS
+from protocol.tables import ERRORS, is_retryable
 
 __all__ = [
     "AuthenticationError",
@@ -56,6 +57,7 @@ __all__ = [
     "RemoteTaskError",
     "TaskCancelled",
     "TaskError",
+    "TaskRejected",
     "TaskTimeout",
     "TransportError",
     "UploadError",
@@ -86,7 +88,15 @@ class AuthenticationError(OrchestratorError):
 
 
 class ConnectionClosed(TransportError):
-    """An open connection went away."""
+    """An open connection went away.
+
+    Attributes:
+        code: the close code the server sent (1009: a frame was too big), if it sent one.
+    """
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OrchestratorTimeout(OrchestratorError, TimeoutError):
@@ -132,6 +142,18 @@ class RemoteTaskError(TaskError):
         self.error_id = error_id
         self.error_message = error_message
         self.error_code = code
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the error table says to send the task again after a backoff (queue
+        full, server stopping); the orchestrator already does, until the deadline."""
+        return is_retryable(self.error_id)
+
+
+class TaskRejected(TaskError):
+    """The server closed the connection each time the task's frame reached it
+    (``Limits.poison_after`` times), or said its frame was too big (close code 1009):
+    the task fails alone, and the others on the connection go on."""
 
 
 class TaskCancelled(TaskError):

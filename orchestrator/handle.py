@@ -43,6 +43,7 @@ class TaskHandle:
         "_images",
         "_texts",
         "_log",
+        "_progress",
         "_result",
         "_error",
         "_waiters",
@@ -56,6 +57,7 @@ class TaskHandle:
         self._images: list[GeneratedImage] | None = None
         self._texts: list[str] | None = None
         self._log: list[Event] | None = None  # kept once someone streams events
+        self._progress: Progress | None = None  # until then, only the latest step
         self._result: TaskResult | None = None
         self._error: OrchestratorError | None = None
         self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
@@ -166,9 +168,12 @@ class TaskHandle:
             self._emit(ImageReady(self.task_uuid, ready))
 
     def deliver_progress(self, progress: Progress) -> None:
-        """Record a progress step (the protocol's event is the public one)."""
-        self._event_log()
-        self._emit(progress)
+        """Record a progress step (the protocol's event is the public one). While nobody
+        streams the events, only the latest step is kept, and without its preview."""
+        if self._log is None:
+            self._progress = Progress(progress.task_uuid, progress.step, progress.steps)
+        else:
+            self._emit(progress)
 
     def delivered(self) -> Collection[str]:
         """What was delivered so far, as a session counts it: imageUUIDs, or texts. A task
@@ -204,10 +209,12 @@ class TaskHandle:
             callback(self)
 
     def _event_log(self) -> list[Event]:
-        # Events are kept only once someone streams them (or a progress event, which
-        # nothing else records, arrives); until then the log is rebuilt from the results.
+        # Events are kept only once someone streams them; until then the log is rebuilt
+        # from the results (and the latest progress step, the only one kept).
         if self._log is None:
-            log: list[Event] = [ImageReady(self.task_uuid, i) for i in self._images or ()]
+            log: list[Event] = [] if self._progress is None else [self._progress]
+            self._progress = None
+            log += [ImageReady(self.task_uuid, i) for i in self._images or ()]
             log += [TextReady(self.task_uuid, t) for t in self._texts or ()]
             if self._result is not None:
                 log.append(TaskDone(self._result))

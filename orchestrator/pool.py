@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -54,10 +54,12 @@ from .config import Config
 from .connection import Connection, ConnectionListener
 from .errors import (
     AuthenticationError,
+    ConnectError,
     InvalidState,
     OrchestratorError,
     RemoteTaskError,
     TaskCancelled,
+    TaskRejected,
     TaskTimeout,
 )
 from .handle import TaskHandle
@@ -220,7 +222,13 @@ class Pool(ConnectionListener):
     def _dispatch(self, record: TaskRecord) -> None:
         conn = self._route(record)
         if conn is None:
-            self._parked.append(record)
+            unreachable = self._unreachable()
+            if unreachable is not None:  # fail now, with the cause, not at the deadline
+                self._fail(record, unreachable(record))
+            else:
+                self._parked.append(record)
+        elif not conn.fits(record):
+            self._suspect(conn, record)  # refused before sending: the server told its limit
         else:
             # A task that moved or was retried brings what it already delivered.
             conn.send_task(record, record.handle.delivered())
@@ -276,9 +284,59 @@ class Pool(ConnectionListener):
         if self._parked:
             self._drain()
 
-    def on_down(self, conn: Connection) -> None:
-        """A connection went down: its tasks wait for it, or move after the failover time."""
+    def on_down(self, conn: Connection, suspects: list[TaskRecord]) -> None:
+        """A connection went down: its tasks wait for it, or move after the failover time.
+        A task the server keeps closing the socket on fails alone; when no endpoint was
+        ever reached, the live tasks fail with the cause instead of waiting out deadlines."""
         self._timers.call_later(self.config.timeouts.failover, self._failover, conn)
+        for record in suspects:
+            self._suspect(conn, record)
+        unreachable = self._unreachable()
+        if unreachable is not None:
+            self._fail_all_with(unreachable)
+
+    def _suspect(self, conn: Connection, record: TaskRecord) -> None:
+        record.losses += 1
+        size = len(record.prepared.frame)
+        if not conn.fits(record):
+            message = (
+                f"task {record.task_uuid}: its frame is {size} bytes, and {conn.endpoint} "
+                f"closed the connection as soon as a frame that big reached it (1009)"
+            )
+        elif record.losses >= self.config.limits.poison_after:
+            message = (
+                f"task {record.task_uuid}: {conn.endpoint} closed the connection just after "
+                f"its frame reached it, {record.losses} times ({conn.last_error})"
+            )
+        else:
+            return
+        conn.cancel(record)
+        error = TaskRejected(message, record.task_uuid)
+        error.__cause__ = conn.last_error
+        self._fail(record, error)
+
+    def _unreachable(self) -> Callable[[TaskRecord], OrchestratorError] | None:
+        # Nothing ever opened, and every connection has used up its attempts.
+        attempts = self.config.limits.connect_attempts
+        conns = self.connections
+        if any(c.connects or c.failures < attempts for c in conns) or self._closed:
+            return None
+
+        def error(record: TaskRecord) -> OrchestratorError:
+            last = next((c.last_error for c in conns if c.last_error is not None), None)
+            where = ", ".join(sorted({c.endpoint for c in conns}))
+            failed = ConnectError(
+                f"task {record.task_uuid}: no endpoint could be reached ({where}; "
+                f"{attempts} attempts each): {last}"
+            )
+            failed.__cause__ = last
+            return failed
+
+        return error
+
+    def _fail_all_with(self, error_for: Callable[[TaskRecord], OrchestratorError]) -> None:
+        for record in list(self._records.values()):
+            self._fail(record, error_for(record))
 
     def on_fatal(self, error: AuthenticationError) -> None:
         """The key was refused: fail every task with ``error`` and stop all connections."""
@@ -334,7 +392,7 @@ class Pool(ConnectionListener):
         if any(c.is_open() for c in self.connections if c.endpoint == conn.endpoint):
             return
         if not any(c.is_open() for c in self.connections):
-            self.on_down(conn)  # nowhere to go: look again later
+            self.on_down(conn, [])  # nowhere to go: look again later
             return
         moved = conn.take(keep=lambda r: self._home(r) == conn.endpoint)
         log.warning("%s down: moving %d tasks to healthy endpoints", conn.endpoint, len(moved))
@@ -352,7 +410,22 @@ class Pool(ConnectionListener):
 
     def _expire(self, record: TaskRecord) -> None:
         message = f"task {record.task_uuid} passed its {record.timeout:g} s deadline"
-        self._fail(record, TaskTimeout(message, record.task_uuid))
+        error = TaskTimeout(f"{message}: {self._whereabouts(record)}", record.task_uuid)
+        if record.carrier is None:  # it never got a connection: say why none took it
+            error.__cause__ = next((c.last_error for c in self.connections if c.last_error), None)
+        self._fail(record, error)
+
+    def _whereabouts(self, record: TaskRecord) -> str:
+        # What the task was waiting for, in words, for its TaskTimeout.
+        if record.carrier is not None:
+            return f"sent to {record.carrier.endpoint}, which had not answered"
+        if record.retry is not None:
+            return f"waiting to be sent again after {record.retries} refusal(s)"
+        states = "; ".join(
+            f"{c.endpoint} {c.state.value}" + (f" ({c.last_error})" if c.last_error else "")
+            for c in self.connections
+        )
+        return f"waiting for a connection with room: {states}"
 
     def _fail(self, record: TaskRecord, error: OrchestratorError) -> None:
         if not self._is_live(record):

@@ -7,15 +7,19 @@ on, its deadline and retry timers. The handle never sees any of it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
 from protocol.codec import PreparedTask
+from protocol.session import Event, FrameRejected, ServerError, UnknownTask
 
 from .handle import TaskHandle
 from .timers import Timer
 
 __all__ = ["Carrier", "Stats", "TaskRecord"]
+
+log = logging.getLogger("orchestrator")
 
 
 class Carrier(Protocol):
@@ -42,6 +46,8 @@ class TaskRecord:
         "deadline",
         "retry",
         "retries",
+        "sent_at",
+        "losses",
     )
 
     def __init__(
@@ -56,6 +62,8 @@ class TaskRecord:
         self.deadline: Timer | None = None
         self.retry: Timer | None = None
         self.retries = 0
+        self.sent_at: tuple[int, float] | None = None  # (socket, time) its frame last went
+        self.losses = 0  # sockets that closed just after its frame went out
 
     def __repr__(self) -> str:
         return f"<TaskRecord {self.task_uuid} on={self.carrier!r}>"
@@ -74,3 +82,18 @@ class Stats:
     unknown_frames: int = 0
     rejected_frames: int = 0
     server_errors: int = 0
+
+    def report(self, endpoint: str, event: Event) -> None:
+        """Count (and log) a frame that concerns no live task: a late copy, a rejected
+        frame, or an error about the connection."""
+        if isinstance(event, UnknownTask):
+            self.unknown_frames += 1
+            log.debug(  # routine after a resume or a failover: late copies of results
+                "%s: %s for unknown task %s, dropped", endpoint, event.message, event.task_uuid
+            )
+        elif isinstance(event, FrameRejected):
+            self.rejected_frames += 1
+            log.warning("%s: frame rejected: %s", endpoint, event.error)
+        elif isinstance(event, ServerError):
+            self.server_errors += 1
+            log.warning("%s: server error %s: %s", endpoint, event.error_id, event.error_message)

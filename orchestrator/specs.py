@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import base64
 import operator
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, TypedDict
 
 from protocol.codec import PreparedTask, prepare
-from protocol.errors import FieldError, LocalProtocolError
+from protocol.errors import FieldError, LocalProtocolError, UsageError
 from protocol.fastpath import prepare_text_to_image
 from protocol.messages import (
     ControlNet,
@@ -49,18 +49,12 @@ from protocol.messages import (
 )
 from protocol.requests import image_uuids
 from protocol.tables import (
-    LANGUAGES,
-    MODELS,
-    SCHEDULERS,
-    SIZES,
-    STYLES,
+    SEED_MAX,
+    SEED_MIN,
     TaskType,
-    language_id_for,
-    model_id_for,
-    scheduler_id_for,
-    size_id_for,
-    style_id_for,
 )
+
+from .naming import CHOICES, by_name, in_spec_names
 
 __all__ = [
     "ControlNetImage",
@@ -77,68 +71,6 @@ __all__ = [
     "UploadImage",
     "Upscale",
 ]
-
-
-# -- choices by id or by name ----------------------------------------------------------------
-
-
-def _size_by_name(name: str) -> int:
-    width, _, height = name.lower().partition("x")
-    if not (width.isdigit() and height.isdigit()):
-        raise LookupError(name)
-    return size_id_for(int(width), int(height))
-
-
-def _model_by_name(name: str) -> str:
-    # An id ("4") or an AIR id passes as it is; the message's own rule judges it.
-    return name if name in MODELS or ":" in name else model_id_for(name)
-
-
-# wire name -> (Python name, name lookup, what the rule says)
-_CHOICES: Final[Mapping[str, tuple[str, Callable[[str], Any], str]]] = {
-    "modelId": ("model", _model_by_name, f"a model id ({', '.join(MODELS)}), name or AIR id"),
-    "sizeId": ("size", _size_by_name, f"a sizeId ({', '.join(map(str, SIZES))}) or 'WxH'"),
-    "schedulerId": ("scheduler", scheduler_id_for, f"a scheduler id (1-{len(SCHEDULERS)}) or name"),
-    "styleId": ("style", style_id_for, f"a style id (1-{len(STYLES)}) or name"),
-    "promptLanguageId": ("language", language_id_for, f"a language id or name ({len(LANGUAGES)})"),
-}
-
-
-def _by_name(wire: str, value: str, message: str) -> Any:
-    """The id a table choice given by name stands for; raises LocalProtocolError naming it."""
-    python_name, lookup, rule = _CHOICES[wire]
-    try:
-        return lookup(value)
-    except LookupError:
-        error = FieldError(wire, python_name, value, f"must be {rule}")
-        raise LocalProtocolError(f"invalid {message}", (error,)) from None
-
-
-# The message's field -> the spec's, where they differ (see "Names" above).
-_SPEC_NAMES: Final[Mapping[str, str]] = {
-    "prompt_text": "prompt",
-    "g_scale": "guidance",
-    "model_id": "model",
-    "size_id": "size",
-    "scheduler_id": "scheduler",
-    "style_id": "style",
-    "prompt_language_id": "language",
-    "image_initiator_uuid": "init_image_uuid",
-    "image_mask_initiator_uuid": "mask_image_uuid",
-    "image_base64": "image",
-    "pre_processor_type": "preprocessor",
-}
-
-
-def _in_spec_names(exc: LocalProtocolError) -> LocalProtocolError:
-    """The same error, each field named as the spec names it (``guidance``, not ``g_scale``)."""
-    errors = []
-    for error in exc.errors:
-        head, dot, rest = error.python_name.partition(".")
-        head, bracket, index = head.partition("[")
-        name = _SPEC_NAMES.get(head, head) + bracket + index + dot + rest
-        errors.append(FieldError(error.field, name, error.value, error.rule))
-    return LocalProtocolError(exc.message, tuple(errors))
 
 
 def _set(**fields: Any) -> dict[str, Any]:
@@ -161,7 +93,7 @@ class TaskSpec:
         try:
             return self._request(task_uuid)
         except LocalProtocolError as exc:
-            raise _in_spec_names(exc) from None
+            raise in_spec_names(exc) from None
 
     def _request(self, task_uuid: str) -> TaskRequest:
         raise NotImplementedError
@@ -210,12 +142,16 @@ class _Generation(TaskSpec):
         return fields
 
     def _options(self) -> dict[str, Any]:
+        if type(self.seed) is int and self.seed == 0:  # diffusers and ComfyUI users try it
+            rule = f"must be {SEED_MIN} to {SEED_MAX}: leave it out for a random seed"
+            error = FieldError("seed", "seed", 0, rule)
+            raise LocalProtocolError(f"invalid {NewTask.wire_name}", (error,))
         options = {}
         for name, value in zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True):
             if value is not None:
                 # A table choice given by name (a str; ids are ints) becomes its id.
-                if type(value) is str and name in _CHOICES:
-                    value = _by_name(name, value, NewTask.wire_name)
+                if type(value) is str and name in CHOICES:
+                    value = by_name(name, value, NewTask.wire_name)
                 options[name] = value
         return options
 
@@ -413,7 +349,7 @@ class EnhancePrompt(TaskSpec):
         """Build the ``newPromptEnhance`` message."""
         language = self.language
         if type(language) is str:
-            language = _by_name("promptLanguageId", language, PromptEnhance.wire_name)
+            language = by_name("promptLanguageId", language, PromptEnhance.wire_name)
         fields = _set(prompt_max_length=self.prompt_max_length, prompt_language_id=language)
         return PromptEnhance(
             task_uuid=task_uuid, prompt=self.prompt, prompt_versions=self.prompt_versions, **fields
@@ -422,13 +358,20 @@ class EnhancePrompt(TaskSpec):
 
 @dataclass(slots=True, kw_only=True)
 class UploadImage(TaskSpec):
-    """Upload an image (raw bytes, base64 text or a data URI) to use by imageUUID (type 7)."""
+    """Upload an image (a file's path, raw bytes, base64 text or a data URI) to use by
+    imageUUID (type 7)."""
 
-    image: bytes | str = field(repr=False)
+    image: bytes | str | Path = field(repr=False)
 
     def _request(self, task_uuid: str) -> TaskRequest:
-        """Build the ``newImageUpload`` message."""
+        """Build the ``newImageUpload`` message (a path is read here)."""
         data = self.image
+        if isinstance(data, Path):
+            path = data
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"UploadImage.image: no file to read at {path}: {exc}") from exc
         text = base64.b64encode(data).decode() if isinstance(data, bytes) else data
         return NewImageUpload(task_uuid=task_uuid, image_base64=text)
 

@@ -134,6 +134,7 @@ class _Link(asyncio.Protocol):
         self._receiver: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._closed: str | None = None  # why the socket is gone
+        self._close_code: int | None = None  # the server's close code, if it sent one
         self._abort_later: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol --
@@ -169,6 +170,10 @@ class _Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc else ""
+        rcvd = self._ws.close_rcvd
+        self._close_code = rcvd.code if rcvd is not None else None
+        if rcvd is not None:
+            reason = f" by the server ({rcvd.code} {rcvd.reason or ''})".rstrip() + reason
         self._closed = f"connection closed{reason}"
         if not self.opened.done():
             self.opened.set_exception(ConnectError(f"connection lost while opening{reason}"))
@@ -190,7 +195,7 @@ class _Link(asyncio.Protocol):
 
     async def send(self, frames: Sequence[bytes]) -> None:
         if self._closed is not None:
-            raise ConnectionClosed(self._closed)
+            raise ConnectionClosed(self._closed, self._close_code)
         ws = self._ws
         try:
             for frame in frames:
@@ -201,12 +206,12 @@ class _Link(asyncio.Protocol):
         if self._drained is not None:  # the socket's buffer is full: wait until it drains
             await self._drained
             if self._closed is not None:
-                raise ConnectionClosed(self._closed)
+                raise ConnectionClosed(self._closed, self._close_code)
 
     async def receive(self) -> list[bytes]:
         while not self._frames:
             if self._closed is not None:
-                raise ConnectionClosed(self._closed)
+                raise ConnectionClosed(self._closed, self._close_code)
             self._receiver = self._loop.create_future()
             try:
                 await self._receiver

@@ -7,6 +7,7 @@ server's pushes to upload endpoints.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +32,12 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
+        for name in ("initial", "factor", "maximum", "jitter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise UsageError(f"Backoff.{name} = {value!r}: must be a number")
+            if not math.isfinite(value):
+                raise UsageError(f"Backoff.{name} = {value!r}: must be finite")
         for name, value, rule, ok in (
             ("initial", self.initial, "must be > 0", self.initial > 0),
             ("maximum", self.maximum, "must be > 0", self.maximum > 0),

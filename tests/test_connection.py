@@ -47,7 +47,7 @@ class Recorder(ConnectionListener):
     def on_open(self, conn: Connection) -> None:
         self.calls.append(("open", conn.endpoint))
 
-    def on_down(self, conn: Connection) -> None:
+    def on_down(self, conn: Connection, suspects: list[TaskRecord]) -> None:
         self.calls.append(("down", conn.endpoint))
 
     def on_fatal(self, error: AuthenticationError) -> None:

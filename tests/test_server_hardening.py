@@ -30,7 +30,7 @@ from serverkit import client, new_uuid, running
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
-# -- before authentication -------------------------------------------------------------------
+# -- before authentication -----------------------------------------------------------------
 
 
 async def test_before_authentication_a_large_frame_closes_the_socket_unread() -> None:
@@ -73,7 +73,7 @@ async def test_a_bad_newconnection_closes_the_socket() -> None:
             await raw.recv()
 
 
-# -- sizes -------------------------------------------------------------------------------------
+# -- sizes ---------------------------------------------------------------------------------
 
 
 async def test_lists_strings_and_error_reports_are_bounded() -> None:
@@ -121,7 +121,8 @@ def never_reading_socket(url: str) -> socket.socket:
     sock.connect((host, int(port)))
     sock.sendall(
         f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade"
-        "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        "\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13"
+        "\r\n\r\n".encode()
     )
     return sock
 
@@ -171,7 +172,7 @@ async def test_a_client_that_never_reads_is_paced_then_dropped_and_resumes_with_
         assert backend.runs == len(tasks)  # each made once
 
 
-# -- images --------------------------------------------------------------------------------------
+# -- images --------------------------------------------------------------------------------
 
 
 def blank_png(side: int) -> str:
@@ -197,7 +198,7 @@ async def test_image_bombs_are_refused_before_decoding_and_upscales_are_bounded(
         assert error["errorId"] == 1011 and "1200x1200" in error["errorMessage"]
 
 
-# -- guide images by URL -------------------------------------------------------------------------
+# -- guide images by URL -------------------------------------------------------------------
 
 
 async def test_guides_by_url_are_counted_and_a_trickling_one_holds_no_worker() -> None:
@@ -229,7 +230,7 @@ async def test_guides_by_url_are_counted_and_a_trickling_one_holds_no_worker() -
             guides = [{**guide, "guideImageUrl": url}] * 3
             task = await raw.task(taskType=9, controlNet=guides)
             error = await raw.recv()
-            assert error["errorId"] == 1011, error
+            assert error["errorId"] == 1011 and error["taskUUID"] == task
             assert "at most 2 images by URL" in error["errorMessage"]
             slow = await raw.task(
                 "newPreProcessControlNet", preProcessorType="canny", guideImageUrl=url
@@ -244,7 +245,7 @@ async def test_guides_by_url_are_counted_and_a_trickling_one_holds_no_worker() -
         http_server.server_close()
 
 
-# -- tenants ---------------------------------------------------------------------------------------
+# -- tenants -------------------------------------------------------------------------------
 
 
 async def test_one_key_can_neither_overwrite_nor_read_anothers_images_or_cache() -> None:
@@ -267,7 +268,7 @@ async def test_one_key_can_neither_overwrite_nor_read_anothers_images_or_cache()
         assert first != second
 
 
-# -- connections and HTTP ---------------------------------------------------------------------------
+# -- connections and HTTP -----------------------------------------------------------------
 
 
 async def test_past_the_connection_limit_new_sockets_are_refused_cleanly() -> None:

@@ -26,10 +26,14 @@ class Endpoint:
     """One side of an in-memory socket."""
 
     def __init__(
-        self, outgoing: MemoryObjectSendStream[bytes], incoming: MemoryObjectReceiveStream[bytes]
+        self,
+        outgoing: MemoryObjectSendStream[bytes],
+        incoming: MemoryObjectReceiveStream[bytes],
+        close_code: list[int | None],
     ) -> None:
         self._outgoing = outgoing
         self._incoming = incoming
+        self._close_code = close_code  # shared by both ends: the code a close was sent with
 
     async def send(self, frames: Sequence[bytes]) -> None:
         try:
@@ -43,7 +47,8 @@ class Endpoint:
         try:
             frames = [await self._incoming.receive()]
         except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError) as exc:
-            raise ConnectionClosed("the memory socket is closed") from exc
+            code = self._close_code[0]
+            raise ConnectionClosed("the memory socket is closed", code) from exc
         while True:  # and whatever else already arrived, like a socket's read
             try:
                 frames.append(self._incoming.receive_nowait())
@@ -54,7 +59,9 @@ class Endpoint:
         self.close()
         await anyio.lowlevel.checkpoint()
 
-    def close(self) -> None:
+    def close(self, code: int | None = None) -> None:
+        if code is not None and self._close_code[0] is None:
+            self._close_code[0] = code
         self._outgoing.close()
         self._incoming.close()
 
@@ -62,7 +69,8 @@ class Endpoint:
 def socket_pair() -> tuple[Endpoint, Endpoint]:
     """Two connected ends of an in-memory socket: (client's, server's)."""
     up, down = _Pipe(), _Pipe()
-    return Endpoint(up.send, down.receive), Endpoint(down.send, up.receive)
+    code: list[int | None] = [None]
+    return Endpoint(up.send, down.receive, code), Endpoint(down.send, up.receive, code)
 
 
 class Acceptor(Protocol):

@@ -75,10 +75,11 @@ class FakeConnection:
             return
         self.frames_sent += 1
 
-    def drop(self) -> None:
-        """Close the socket abruptly (the client sees the connection lost)."""
+    def drop(self, code: int | None = None) -> None:
+        """Close the socket abruptly (the client sees the connection lost, and ``code``
+        as the close code the server sent, if given)."""
         self.closed = True
-        self._endpoint.close()
+        self._endpoint.close(code)
         if self.session is not None and self.session.connection is self:
             self.session.connection = None
 
@@ -103,6 +104,8 @@ class FakeServer:
         drop_after_frames: drop the socket after sending this many result frames.
         forget_on_drop: a drop also loses the tasks' undelivered results (the server
             does not list them as known, so the client must resubmit them).
+        poison: taskUUIDs whose frame makes it drop the socket (close code 1011), always.
+        max_frame: frames larger than this close the socket with 1009, unread.
     """
 
     def __init__(
@@ -119,6 +122,8 @@ class FakeServer:
         progress_steps: int = 0,
         drop_after_frames: int | None = None,
         forget_on_drop: bool = False,
+        poison: Iterable[str] = (),
+        max_frame: int | None = None,
     ) -> None:
         self.api_key = api_key
         self.extensions = frozenset(extensions)
@@ -131,6 +136,8 @@ class FakeServer:
         self.progress_steps = progress_steps
         self.drop_after_frames = drop_after_frames
         self.forget_on_drop = forget_on_drop
+        self.poison = frozenset(poison)
+        self.max_frame = max_frame
         self.refuse_connections = False
         self.connections: list[FakeConnection] = []
         self.received: list[TaskRequest] = []
@@ -217,6 +224,8 @@ class FakeServer:
         try:
             while True:
                 for data in await conn._endpoint.receive():
+                    if conn.closed:
+                        break  # what followed a fatal frame is never read
                     if not conn.frozen:
                         self._handle(conn, data)
                 self._changed.set()
@@ -225,6 +234,9 @@ class FakeServer:
             self._changed.set()
 
     def _handle(self, conn: FakeConnection, data: bytes) -> None:
+        if self.max_frame is not None and len(data) > self.max_frame:
+            conn.drop(1009)  # message too big, as a WebSocket server closes
+            return
         try:
             message: ClientMessage = decode_from_client(data)
         except RemoteProtocolError as exc:
@@ -240,6 +252,8 @@ class FakeServer:
         elif isinstance(message, CancelTask):
             self.cancelled.append(message.task_uuid)
             conn.session.tasks.pop(message.task_uuid, None)
+        elif message.task_uuid in self.poison:
+            conn.drop(1011)  # this task brings the server's socket down, every time
         else:
             self._task(conn, conn.session, message)
 
@@ -292,6 +306,7 @@ class FakeServer:
             for step in range(1, self.progress_steps + 1):
                 steps = self.progress_steps
                 progress = {"taskUUID": task.request.task_uuid, "step": step, "steps": steps}
+                progress["previewBase64"] = "aGVsbG8="  # a preview, as servers may send
                 conn.send({"newProgress": progress})
         task.answered = True
         task.frames = _results(task.request, conn, self.images_per_frame)
