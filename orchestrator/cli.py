@@ -1,4 +1,4 @@
-"""The ``orchestrator`` command.
+"""The ``orchestrator`` command: generate images, run the reference server, check frames.
 
 Subcommands:
     generate PROMPT  generate images and write them to a directory (embedded server by
@@ -32,29 +32,66 @@ _DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 
+_DESCRIPTION = (
+    "Generate images through WebSocket image-generation services (or the embedded reference "
+    "server), run that server, or check recorded frames against the protocol."
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
+    """Run the command line; return the exit status. Errors are one line, never a trace."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    status: int = args.run(args)
+    try:
+        status: int = args.run(args)
+    except (OSError, OrchestratorError) as exc:  # a missing file, a busy port, a refusal
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:  # from a task group: the one error inside it
+        leaf = _leaf(group)
+        if not isinstance(leaf, OSError | OrchestratorError):
+            raise
+        print(f"error: {_one_line(leaf)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return status
 
 
+def _leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else ""
+        return f"{exc.strerror}{f': {where}' if where else ''}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _command(commands: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="orchestrator", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    check = commands.add_parser("check", help="validate frames (JSON lines) against the protocol")
+    check = _command(commands, "check", "validate frames (JSON lines) against the protocol")
     check.add_argument("file", type=Path, help="frames, one JSON object per line ('-' = stdin)")
     check.add_argument(
         "--from",
         dest="sender",
         choices=sorted(_DECODERS),
         default="any",
-        help="who sent the frames: a client, a server, or either (default)",
+        help="who sent the frames: a client, a server, or either",
     )
     check.set_defaults(run=_check)
     _add_generate(commands)
@@ -63,8 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_generate(commands: Any) -> None:
-    generate = commands.add_parser("generate", help="generate images into a directory")
-    generate.add_argument("prompt")
+    generate = _command(commands, "generate", "generate images into a directory")
+    generate.add_argument("prompt", help="what to draw")
     generate.add_argument("-n", "--number", type=int, default=1, help="images (numberResults)")
     generate.add_argument("--out", type=Path, default=Path("out"), help="directory to write")
     generate.add_argument(
@@ -77,10 +114,8 @@ def _add_generate(commands: Any) -> None:
     )
     generate.add_argument("--seed", type=int, help="seed of the first image")
     generate.add_argument("--model", help="a model id, name or AIR id")
-    generate.add_argument("--steps", type=int)
-    generate.add_argument(
-        "--deadline", type=float, default=300.0, help="seconds before giving up (default 300)"
-    )
+    generate.add_argument("--steps", type=int, help="inference steps (server default: 20)")
+    generate.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
     generate.set_defaults(run=_generate)
 
 
@@ -130,21 +165,35 @@ async def _generate_async(args: argparse.Namespace) -> list[Path]:
 
 
 def _add_serve(commands: Any) -> None:
-    serve = commands.add_parser("serve", help="run the reference server")
-    serve.add_argument("--host", default="127.0.0.1")
+    serve = _command(commands, "serve", "run the reference server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     serve.add_argument(
         "--api-key", action="append", default=[], help="an accepted key (repeatable)"
     )
     serve.add_argument("--api-keys-file", type=Path, help="accepted keys, one per line")
     serve.add_argument("--public-url", help="base of image URLs (default http://HOST:PORT)")
-    serve.add_argument("--backend", choices=("procedural", "fixed"), default="procedural")
+    serve.add_argument(
+        "--backend",
+        choices=("procedural", "fixed"),
+        default="procedural",
+        help="procedural: real image work; fixed: one tiny image at once, for load tests",
+    )
     serve.add_argument("--workers", type=int, help="image workers (default: one per core)")
     serve.add_argument("--max-queue", type=int, default=10_000, help="queued tasks per session")
-    serve.add_argument("--max-queue-total", type=int, default=100_000)
-    serve.add_argument("--retention", type=float, default=120.0, help="seconds results wait")
+    serve.add_argument(
+        "--max-queue-total", type=int, default=100_000, help="queued tasks on the whole server"
+    )
+    serve.add_argument(
+        "--retention", type=float, default=120.0, help="seconds results wait for a resume"
+    )
     serve.add_argument("--image-ttl", type=float, default=3600.0, help="seconds images are hosted")
-    serve.add_argument("--shutdown-grace", type=float, default=10.0)
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds running tasks get to finish when stopping",
+    )
     serve.add_argument(
         "--allow-private-uploads",
         action="store_true",

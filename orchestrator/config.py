@@ -11,7 +11,10 @@ import math
 from dataclasses import dataclass, field, fields
 
 from protocol.retry import Backoff
-from protocol.tables import KNOWN_EXTENSIONS
+from protocol.tables import ERRORS, KNOWN_EXTENSIONS
+
+#: errorIds the error table calls retryable.
+RETRYABLE_ERROR_IDS: frozenset[int] = frozenset(i for i, info in ERRORS.items() if info.retryable)
 
 from .errors import UsageError
 
@@ -100,6 +103,10 @@ class Config:
         timeouts, limits, backoff: see their classes.
         extensions: protocol extensions to ask for; servers may accept fewer.
         compression: permessage-deflate; off by default (it costs CPU on fast links).
+        retry_error_ids: a task failed with one of these errorIds is sent again after a
+            backoff, until its deadline: by default those the error table calls retryable
+            (queue full, server stopping). Add others to opt in (say 1005, an internal
+            error), or pass ``frozenset()`` to fail at the first error.
     """
 
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -107,8 +114,11 @@ class Config:
     backoff: Backoff = field(default_factory=Backoff)
     extensions: frozenset[str] = KNOWN_EXTENSIONS
     compression: bool = False
+    retry_error_ids: frozenset[int] = RETRYABLE_ERROR_IDS
 
     def __post_init__(self) -> None:
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.retry_error_ids):
+            raise UsageError(f"Config.retry_error_ids = {self.retry_error_ids!r}: errorIds (ints)")
         unknown = set(self.extensions) - KNOWN_EXTENSIONS
         if unknown:
             known = ", ".join(sorted(KNOWN_EXTENSIONS))

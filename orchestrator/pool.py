@@ -370,7 +370,7 @@ class Pool(ConnectionListener):
 
     def on_failed(self, record: TaskRecord, event: TaskFailed) -> None:
         """The server failed a task: retry it after a backoff if retryable, else fail it."""
-        if event.retryable:
+        if event.error_id in self.config.retry_error_ids:
             self.stats.retried += 1
             delay = self.config.backoff.delay(record.retries, self._rng)
             record.retries += 1

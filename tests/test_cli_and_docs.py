@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli import _parser, main
 from protocol.tables import ERRORS
 
 from conftest import ROOT
@@ -127,3 +128,51 @@ def test_generate_with_a_refused_key_fails_cleanly(
         assert main([*args, "--out", str(tmp_path)]) == 1
     assert "authentication failed (errorId 19)" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_errors_are_one_line_for_a_missing_file_a_busy_port_and_an_unwritable_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    assert main(["check", str(tmp_path / "missing.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: No such file or directory") and err.count("\n") == 1
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator.cli", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1 and "address already in use" in done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    with server_process() as server:
+        argv = ["generate", "x", "--endpoint", server.url, "--api-key", "key-a"]
+        assert main([*argv, "--out", str(blocked / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_help_shows_every_option_with_its_default_and_no_markup(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for argv in (["--help"], ["serve", "--help"], ["generate", "--help"], ["check", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        out = capsys.readouterr().out
+        assert "``" not in out and "usage: orchestrator" in out
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            assert action.help, f"orchestrator {name} {action.dest}: no help text"
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    assert "(default: 8765)" in capsys.readouterr().out

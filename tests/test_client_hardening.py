@@ -228,3 +228,13 @@ async def test_a_handle_nobody_iterates_keeps_only_the_latest_progress_without_p
         progress = [e for e in events if isinstance(e, Progress)]
         assert len(progress) == 1 and progress[0].step == 50
         assert progress[0].preview_base64 is None
+
+
+async def test_which_task_errors_are_retried_is_a_setting() -> None:
+    config = Config(retry_error_ids=frozenset())  # opt out: fail at the first refusal
+    async with FakeServer(queue_full=1) as server, fake(server, config) as orch:
+        with pytest.raises(RemoteTaskError) as caught:
+            await orch.run(TextToImage(prompt="x"))
+        assert caught.value.error_id == 1003 and caught.value.retryable
+    with pytest.raises(UsageError, match="retry_error_ids"):
+        Config(retry_error_ids=frozenset({"1005"}))  # type: ignore[arg-type]

@@ -116,11 +116,10 @@ class ReferenceServer:
 
     async def __aenter__(self) -> ReferenceServer:
         async with AsyncExitStack() as stack:
-            # Unwound in reverse: a graceful stop, then the task group (cancelled), then HTTP.
+            # Unwound in reverse: a graceful stop, then the task group (cancelled), then the
+            # listener and HTTP. The socket is bound first, so a busy port is a plain OSError.
             stack.push_async_callback(self._pusher.aclose)
-            tg = await stack.enter_async_context(anyio.create_task_group())
-            stack.callback(tg.cancel_scope.cancel)
-            self._ws_server = await serve(
+            self._ws_server = ws_server = await serve(
                 self._handle,
                 self.config.host,
                 self.config.port,
@@ -129,8 +128,11 @@ class ReferenceServer:
                 compression="deflate" if self.config.compression else None,
                 max_queue=64,
             )
+            stack.callback(ws_server.close)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
             stack.push_async_callback(self.aclose)
-            self.port = self._ws_server.sockets[0].getsockname()[1]
+            self.port = ws_server.sockets[0].getsockname()[1]
             self._hosting.base_url = self.public_url
             self._scheduler.start(tg)
             tg.start_soon(self._sweeper)
