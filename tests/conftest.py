@@ -37,9 +37,3 @@ def venv_python(variable: str, folder: str, what: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(path)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    """The server speaks websockets' asyncio API: run async tests on asyncio."""
-    return "asyncio"

@@ -37,7 +37,7 @@ from orchestrator.testing import FakeClock, FakeServer, MemoryTransport, image_u
 from protocol.messages import NewUploadedImageUUID
 from protocol.session import Progress
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.timeout(30)]
 
 FAST = Config(
     timeouts=Timeouts(connect=1, heartbeat_interval=10, failover=5),

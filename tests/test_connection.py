@@ -29,7 +29,7 @@ from protocol.session import (
     TextReceived,
 )
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.timeout(30)]
 
 
 class _NoOwner:

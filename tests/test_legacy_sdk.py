@@ -17,7 +17,7 @@ import pytest
 from conftest import venv_python
 from serverkit import running
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 SCRIPT = Path(__file__).parent / "legacy" / "legacy_client.py"
 

@@ -33,8 +33,6 @@ from orchestrator.handle import TaskHandle
 from orchestrator.testing import FakeClock, FakeServer, MemoryTransport, image_uuid_for
 from protocol.tables import KNOWN_EXTENSIONS
 
-pytestmark = pytest.mark.anyio
-
 CONFIG = Config(
     timeouts=Timeouts(heartbeat_interval=10, heartbeat_misses=2, replay_quiet=1, failover=5),
     backoff=Backoff(initial=0.1, jitter=0),

@@ -14,8 +14,6 @@ from orchestrator.server import FixedBackend
 
 from serverkit import KEY, ServerProcess, running, server_process
 
-pytestmark = pytest.mark.anyio
-
 
 def assert_each_image_once(results: list[TaskResult], per_task: int) -> None:
     counts = Counter(image.image_uuid for r in results for image in r.images)

@@ -20,7 +20,7 @@ from orchestrator.server import FixedBackend, ReferenceServer, ServerConfig, Ser
 
 from serverkit import CountingBackend, GatedBackend, client, new_uuid, running
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 # -- authentication and frames -------------------------------------------------------------

@@ -27,7 +27,7 @@ from protocol.identity import image_uuid_for
 
 from serverkit import client, new_uuid, running
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 # -- before authentication -----------------------------------------------------------------

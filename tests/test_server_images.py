@@ -15,7 +15,7 @@ from orchestrator.server import imaging
 
 from serverkit import Raw, client, png, running, square
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60)]
 
 
 async def fetch(url: str) -> np.ndarray[Any, Any]:

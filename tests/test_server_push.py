@@ -16,7 +16,7 @@ import pytest
 from orchestrator.server.push import Pusher, PushError, expand_url, is_public
 from protocol.retry import Backoff
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.timeout(30)]
 
 
 @dataclass

@@ -8,7 +8,7 @@ import pytest
 from orchestrator.testing import FakeClock
 from orchestrator.timers import Timers
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.timeout(30)]
 
 
 async def settle(clock: FakeClock, seconds: float) -> None:

@@ -16,7 +16,7 @@ from websockets.utils import accept_key
 from orchestrator import ConnectError, ConnectionClosed
 from orchestrator.transport import Stream, WebSocketTransport
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.timeout(30)]
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 
