@@ -13,10 +13,10 @@ from dataclasses import dataclass, field, fields
 from protocol.retry import Backoff
 from protocol.tables import ERRORS, KNOWN_EXTENSIONS
 
+from .errors import UsageError
+
 #: errorIds the error table calls retryable.
 RETRYABLE_ERROR_IDS: frozenset[int] = frozenset(i for i, info in ERRORS.items() if info.retryable)
-
-from .errors import UsageError
 
 __all__ = ["Backoff", "Config", "Limits", "Timeouts"]
 
