@@ -191,7 +191,7 @@ class Connection:
         frame = self.session.send_task(record.prepared, delivered=delivered)
         self._records[record.task_uuid] = record
         record.carrier = self
-        record.sent_at = (self.connects, self._clock.now())
+        record.sent_on, record.sent_at = self.connects, self._clock.now()
         self._write(frame)
 
     def fits(self, record: TaskRecord) -> bool:
@@ -376,7 +376,8 @@ class Connection:
                 if task_uuid in later:
                     self._alone.append(task_uuid)  # a suspect: _send_one_by_one sends it
                 else:
-                    self._records[task_uuid].sent_at = (self.connects, self._clock.now())
+                    record = self._records[task_uuid]
+                    record.sent_on, record.sent_at = self.connects, self._clock.now()
                     self._write(self.session.resend_task(task_uuid))
         self._stats.resubmitted += len(task_uuids)
         self._resent.set()
@@ -392,7 +393,7 @@ class Connection:
             if record is None or not self.session.is_pending(task_uuid):
                 continue
             self._probing = task_uuid
-            record.sent_at = (self.connects, self._clock.now())
+            record.sent_on, record.sent_at = self.connects, self._clock.now()
             self._write(self.session.resend_task(task_uuid))
             self._ping()
             answered = self._pings  # pongs come in order: this many means ours came back

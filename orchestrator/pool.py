@@ -227,7 +227,7 @@ class Pool(ConnectionListener):
                 self._fail(record, unreachable(record))
             else:
                 self._parked.append(record)
-        elif not conn.fits(record):
+        elif conn.frame_limit is not None and not conn.fits(record):
             self._suspect(conn, record)  # refused before sending: the server told its limit
         else:
             # A task that moved or was retried brings what it already delivered.

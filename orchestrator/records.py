@@ -46,6 +46,7 @@ class TaskRecord:
         "deadline",
         "retry",
         "retries",
+        "sent_on",
         "sent_at",
         "losses",
     )
@@ -62,7 +63,8 @@ class TaskRecord:
         self.deadline: Timer | None = None
         self.retry: Timer | None = None
         self.retries = 0
-        self.sent_at: tuple[int, float] | None = None  # (socket, time) its frame last went
+        self.sent_on = 0  # the socket its frame last went out on (Connection.connects)
+        self.sent_at = 0.0  # and when
         self.losses = 0  # sockets that closed just after its frame went out
 
     def __repr__(self) -> str:

@@ -39,8 +39,4 @@ def suspects(
         return [r for r in records if len(r.prepared.frame) > frame_limit]
     if probing is not None:  # sent alone: it is the one
         return [probing]
-    return [
-        r
-        for r in records
-        if r.sent_at is not None and r.sent_at[0] == socket and now - r.sent_at[1] < window
-    ]
+    return [r for r in records if r.sent_on == socket and now - r.sent_at < window]
