@@ -6,6 +6,8 @@ or from ``--tree`` to measure another checkout the same way):
 - ``unauthenticated 16 MiB frame``: a socket that never authenticated sends one 16 MiB frame
   while a prober, authenticated, pings; prints the prober's longest round trip (the event
   loop's stall; target under 50 ms) and the size of the reply the attacker got.
+- ``authenticated 16 MiB frame``: the same frame from an authenticated socket (it is
+  refused, the array too long; what remains is parsing it).
 - ``never-reading client``: authenticates, asks for 1,000 base64 results, never reads; prints
   the server's RSS growth (target under 64 MiB) and whether the server dropped the socket.
 - ``idle unauthenticated sockets``: 1,000 sockets finish the WebSocket handshake and say
@@ -140,17 +142,24 @@ async def prober(url: str, stop: asyncio.Event) -> float:
     return longest * 1e3
 
 
-async def unauthenticated_frame(tree: Path) -> str:
-    # A 16 MiB newTask of tiny lora entries: the most validation per byte.
+def lora_flood() -> bytes:
+    # A 16 MiB newTask of tiny lora entries: the most parsing and validation per byte.
     entry = b'{"modelId":"civitai:1@2","weight":0.5},'
     count = (16 * MiB - 200) // len(entry)
     body = b'{"newTask":{"taskUUID":"%s","promptText":"x","lora":[' % str(uuid.uuid4()).encode()
-    payload = body + entry * (count - 1) + entry[:-1] + b"]}}"
+    return body + entry * (count - 1) + entry[:-1] + b"]}}"
+
+
+async def unauthenticated_frame(tree: Path, authenticate: bool = False) -> str:
+    payload = lora_flood()
     with server(tree) as (url, _pid):
         stop = asyncio.Event()
         probe = asyncio.create_task(prober(url, stop))
         await asyncio.sleep(0.3)
         sock = await asyncio.to_thread(raw_socket, url)
+        if authenticate:
+            sock.sendall(text_frame(json.dumps({"newConnection": {"apiKey": KEY}}).encode()))
+            await asyncio.to_thread(read_some, sock, 0.5)
         started = time.perf_counter()
         await asyncio.to_thread(sock.sendall, text_frame(payload))
         reply = await asyncio.to_thread(read_some, sock, 5.0)
@@ -263,8 +272,13 @@ async def upscale_bomb(tree: Path) -> str:
     )
 
 
+async def authenticated_frame(tree: Path) -> str:
+    return await unauthenticated_frame(tree, authenticate=True)
+
+
 ATTACKS: dict[str, Callable[[Path], Awaitable[str]]] = {
     "unauthenticated 16 MiB frame": unauthenticated_frame,
+    "authenticated 16 MiB frame": authenticated_frame,
     "never-reading client": never_reading,
     "idle unauthenticated sockets": idle_sockets,
     "16-megapixel upload upscaled": upscale_bomb,

@@ -5,6 +5,7 @@ Through the in-memory transport on fake time, or real sockets where the point is
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import socket
@@ -34,7 +35,7 @@ from orchestrator import (
     UsageError,
 )
 from orchestrator.testing import FakeClock, FakeServer, MemoryTransport, image_uuid_for
-from protocol.messages import NewUploadedImageUUID
+from protocol.messages import NewImageUpload
 from protocol.session import Progress
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -110,10 +111,12 @@ async def test_upload_image_reads_a_path(tmp_path: Path) -> None:
         result = await orch.upload_image(image)
         assert result.image.image_uuid == image_uuid_for(result.task_uuid, 0)
         request = server.received[-1]
-        assert isinstance(UploadImage(image=image).to_request(result.task_uuid), type(request))
-    with pytest.raises(UsageError, match="no file"):
+        assert isinstance(request, NewImageUpload)
+        assert base64.b64decode(request.image_base64) == image.read_bytes()
+        with pytest.raises(UsageError, match="no file to read"):
+            await orch.upload_image(tmp_path / "missing.png")
+    with pytest.raises(UsageError, match="no file to read"):
         UploadImage(image=tmp_path / "missing.png").to_request(str(uuid.uuid4()))
-    assert NewUploadedImageUUID  # the reply type the upload completes with
 
 
 def test_remote_task_errors_say_whether_they_are_retryable() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -293,3 +294,12 @@ async def test_hosting_answers_head_without_a_body_and_other_methods_with_405() 
             assert int(head.headers["Content-Length"]) > 0
             post = await http.post(image["imageSrc"])  # (a body is refused before this)
             assert post.status_code == 405 and post.headers["Allow"] == "GET, HEAD"
+
+
+async def test_accept_errors_are_logged_once_per_interval(caplog: pytest.LogCaptureFixture) -> None:
+    async with running(FixedBackend()):
+        for _ in range(50):  # what the loop logs at each failed accept() when out of fds
+            logging.getLogger("asyncio").error("socket.accept() out of system resource")
+        logging.getLogger("asyncio").error("something else")
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert messages == ["socket.accept() out of system resource", "something else"]

@@ -54,6 +54,30 @@ __all__ = ["ReferenceServer", "serve_embedded"]
 
 log = logging.getLogger("orchestrator.server")
 
+_ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs, per attempt
+
+
+class _OncePerInterval(logging.Filter):
+    """Lets asyncio's accept errors (out of file descriptors) through once per interval:
+    the loop retries accept() at once, and would log each attempt."""
+
+    def __init__(self, interval: float, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._last: float | None = None
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _ACCEPT_ERROR not in record.getMessage():
+            return True
+        now = self._clock()
+        if self._last is not None and now - self._last < self._interval:
+            self.suppressed += 1
+            return False
+        self._last = now
+        return True
+
 
 class ReferenceServer:
     """The protocol's server side. Use as an async context manager (or :func:`serve_embedded`).
@@ -119,6 +143,9 @@ class ReferenceServer:
             # Unwound in reverse: a graceful stop, then the task group (cancelled), then the
             # listener and HTTP. The socket is bound first, so a busy port is a plain OSError.
             stack.push_async_callback(self._pusher.aclose)
+            accept_errors = _OncePerInterval(10.0, self._clock)
+            logging.getLogger("asyncio").addFilter(accept_errors)
+            stack.callback(logging.getLogger("asyncio").removeFilter, accept_errors)
             self._ws_server = ws_server = await serve(
                 self._handle,
                 self.config.host,
