@@ -114,11 +114,13 @@ def text_frame(payload: bytes) -> bytes:
 
 
 def read_some(sock: socket.socket, timeout: float) -> bytes:
+    """What arrives within ``timeout``, ending 0.2 s after the last chunk."""
     sock.settimeout(timeout)
     data = b""
     try:
         while chunk := sock.recv(65536):
             data += chunk
+            sock.settimeout(0.2)
     except (TimeoutError, ConnectionError):
         pass
     return data

@@ -20,6 +20,7 @@ A :class:`ProtocolError` that comes from validation carries ``errors``: one
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,6 +97,13 @@ class InvalidState(UsageError):
     """The operation is not allowed in the session's current state."""
 
 
+# Bounded at every level: a value from a hostile frame may be an array of a million items,
+# whose full repr would cost seconds before being cut to 80 characters.
+_REPR = reprlib.Repr()  # (keyword arguments arrived in 3.12)
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple = 3, 4, 4, 4
+_REPR.maxstring = _REPR.maxother = 60
+
+
 def _short_repr(value: Any, limit: int = 80) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -79,10 +79,10 @@ async def test_a_bad_newconnection_closes_the_socket() -> None:
 
 async def test_lists_strings_and_error_reports_are_bounded() -> None:
     async with running(FixedBackend()) as server, client(server) as raw:
-        lora = [{"modelId": "civitai:1@2", "weight": 0.5}] * 50_000
+        lora = [{"modelId": "civitai:1@2", "weight": 0.5}] * 5_000  # under the 1 MiB gate
         task = await raw.task(lora=lora)
         error = await raw.recv()
-        assert error["taskUUID"] == task and "at most 8 items (got 50000)" in error["errorMessage"]
+        assert error["taskUUID"] == task and "at most 8 items (got 5000)" in error["errorMessage"]
         task = await raw.task(modelId="civitai:" + "1" * 300 + "@2")
         assert "at most 256 characters" in (await raw.recv())["errorMessage"]
         task = await raw.task(**{f"extra{i}": i for i in range(200)})
@@ -303,3 +303,20 @@ async def test_accept_errors_are_logged_once_per_interval(caplog: pytest.LogCapt
         logging.getLogger("asyncio").error("something else")
     messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
     assert messages == ["socket.accept() out of system resource", "something else"]
+
+
+async def test_a_big_frame_must_be_an_upload_and_an_upload_may_be_big() -> None:
+    limits = ServerLimits(max_structured_frame_bytes=64 * 1024)
+    async with running(limits=limits) as server, client(server) as raw:
+        await raw.task(promptText="x" * 70_000)  # refused unparsed, whatever it holds
+        error = await raw.recv()
+        assert error["errorId"] == 1011 and "for newImageUpload only" in error["errorMessage"]
+        out = io.BytesIO()
+        noise = Image.frombytes("RGB", (200, 200), bytes(range(256)) * 468 + bytes(192))
+        noise.save(out, "PNG", compress_level=0)
+        assert len(out.getvalue()) > 100 * 1024
+        task = await raw.task(
+            "newImageUpload", imageBase64=base64.b64encode(out.getvalue()).decode()
+        )
+        reply = await raw.reply("newUploadedImageUUID", task)
+        assert "newUploadedImageUUID" in reply, reply

@@ -57,6 +57,12 @@ log = logging.getLogger("orchestrator.server")
 _ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs, per attempt
 
 
+def _is_upload(frame: str | bytes) -> bool:
+    # The only message that is big by nature is one base64 string; it names itself first.
+    head = frame[:40] if isinstance(frame, str) else frame[:40].decode("ascii", "replace")
+    return head.lstrip().removeprefix("{").lstrip().startswith('"newImageUpload"')
+
+
 class _OncePerInterval(logging.Filter):
     """Lets asyncio's accept errors (out of file descriptors) through once per interval:
     the loop retries accept() at once, and would log each attempt."""
@@ -241,6 +247,11 @@ class ReferenceServer:
     async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
         if not conn.authenticated:
             self._before_authentication(conn, frame)
+            return
+        limit = self.config.limits.max_structured_frame_bytes
+        if len(frame) > limit and not _is_upload(frame):
+            text = f"frames over {limit} bytes are for newImageUpload only (got {len(frame)})"
+            conn.send_error(ErrorId.LIMIT_EXCEEDED, text)
             return
         try:
             message = decode_from_client(frame)

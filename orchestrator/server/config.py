@@ -32,6 +32,9 @@ class ServerLimits:
     max_prompt_length: int = 2000
     #: Bytes of one incoming frame; a larger frame closes the socket with 1009.
     max_frame_bytes: int = 16 * 2**20
+    #: Bytes of a frame that is not a ``newImageUpload``: more structure than this is refused
+    #: unparsed, so no frame costs the event loop more than a few milliseconds of JSON.
+    max_structured_frame_bytes: int = 2**20
     #: Bytes of one frame before the socket authenticated (room for a ``newConnection``).
     max_frame_bytes_before_auth: int = 4096
     #: Bytes waiting in one connection's outbox: past ``outbox_soft_bytes`` its session's
