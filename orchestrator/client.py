@@ -24,6 +24,7 @@ from typing import Any, Final, Unpack, cast, get_args, overload
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
 from anyio.abc import TaskGroup
 
 from protocol.codec import PreparedTask, prepare
@@ -31,7 +32,13 @@ from protocol.identity import new_task_uuid
 from protocol.messages import ControlNet, TaskRequest
 
 from .config import Config
-from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
+from .errors import (
+    InvalidState,
+    LocalProtocolError,
+    OrchestratorError,
+    TransportError,
+    UsageError,
+)
 from .handle import TaskHandle
 from .pool import Pool, Stats
 from .results import TaskResult
@@ -406,14 +413,16 @@ class Orchestrator:
     async def upload_image(
         self, image: bytes | str | Path, *, deadline: float | None = None
     ) -> TaskResult:
-        """Upload an image (a file's path, bytes, base64 or a data URI);
-        ``result.image.image_uuid`` names it for later tasks."""
+        """Upload an image (a file's path, bytes, base64, a data URI, or an ``http(s)://``
+        URL this process fetches); ``result.image.image_uuid`` names it for later tasks."""
         if isinstance(image, Path):  # read off the event loop
             path = image
             try:
                 image = await anyio.Path(path).read_bytes()
             except OSError as exc:
                 raise UsageError(f"upload_image: no file to read at {path}: {exc}") from exc
+        elif isinstance(image, str) and image.startswith(("http://", "https://")):
+            image = await _fetch(image, self.config.limits.max_frame)
         return await self.run(UploadImage(image=image), deadline=deadline)
 
     async def controlnet_preprocess(
@@ -453,6 +462,25 @@ _END = object()  # the end of map()'s source
 
 #: The protocol's request messages, as ``isinstance`` takes them.
 TASK_REQUESTS: Final = get_args(TaskRequest)
+
+
+async def _fetch(url: str, max_bytes: int) -> bytes:
+    # The dialect uploads bytes: an image given by URL is fetched here, checked first.
+    if not urlsplit(url).hostname:
+        raise UsageError(f"upload_image: {url!r} is not an http(s) URL with a host")
+    body = bytearray()
+    try:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
+            async with http.stream("GET", url) as response:
+                if not response.is_success:
+                    raise TransportError(f"upload_image: GET {url}: HTTP {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise UsageError(f"upload_image: {url} is over {max_bytes} bytes")
+    except httpx.HTTPError as exc:
+        raise TransportError(f"upload_image: GET {url} failed: {exc}") from exc
+    return bytes(body)
 
 
 def _check_ws_url(endpoint: object) -> None:

@@ -31,6 +31,7 @@ from orchestrator import (
     TaskTimeout,
     TextToImage,
     Timeouts,
+    TransportError,
     UploadImage,
     UsageError,
 )
@@ -241,3 +242,37 @@ async def test_which_task_errors_are_retried_is_a_setting() -> None:
         assert caught.value.error_id == 1003 and caught.value.retryable
     with pytest.raises(UsageError, match="retry_error_ids"):
         Config(retry_error_ids=frozenset({"1005"}))  # type: ignore[arg-type]
+
+
+async def test_upload_image_fetches_an_http_url_first() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = b"\x89PNG\r\n\x1a\n from a URL"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            found = self.path == "/a.png"
+            self.send_response(200 if found else 404)
+            self.send_header("Content-Length", str(len(body) if found else 0))
+            self.end_headers()
+            if found:
+                self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    http_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{http_server.server_port}"
+    try:
+        async with FakeServer() as server, fake(server) as orch:
+            await orch.upload_image(f"{base}/a.png")
+            request = server.received[-1]
+            assert isinstance(request, NewImageUpload)
+            assert base64.b64decode(request.image_base64) == body
+            with pytest.raises(TransportError, match="HTTP 404"):
+                await orch.upload_image(f"{base}/missing.png")
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
