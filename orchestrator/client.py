@@ -6,7 +6,6 @@ when no endpoint is given, an embedded reference server on 127.0.0.1.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import deque
 from collections.abc import (
@@ -17,14 +16,12 @@ from collections.abc import (
     Iterable,
     Sequence,
 )
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Unpack, cast, get_args, overload
-from urllib.parse import urlsplit
+from typing import Any, Unpack, cast, overload
 
 import anyio
-import httpx
 from anyio.abc import TaskGroup
 
 from protocol.codec import PreparedTask, prepare
@@ -36,10 +33,10 @@ from .errors import (
     InvalidState,
     LocalProtocolError,
     OrchestratorError,
-    TransportError,
     UsageError,
 )
 from .handle import TaskHandle
+from .inputs import TASK_REQUESTS, check_deadline, check_ws_url, embedded_server, fetch_image
 from .pool import Pool, Stats
 from .results import TaskResult
 from .specs import (
@@ -97,7 +94,7 @@ class Orchestrator:
             raise UsageError("api_key is required when endpoints are given")
         if transport is None:  # the default transport speaks WebSocket URLs only
             for endpoint in self._endpoints:
-                _check_ws_url(endpoint)
+                check_ws_url(endpoint)
         self._api_key = api_key
         self.config = config or Config()
         self._transport = transport or WebSocketTransport()
@@ -123,7 +120,7 @@ class Orchestrator:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         if not self._endpoints:
-            server = await stack.enter_async_context(_embedded_server())
+            server = await stack.enter_async_context(embedded_server())
             self._endpoints, self._api_key = [server.url], server.api_key
         assert self._api_key is not None
         pool = Pool(
@@ -197,7 +194,7 @@ class Orchestrator:
         return _Submission(self, task, deadline)
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
-        _check_deadline(deadline)
+        check_deadline(deadline)
         handle, prepared, refs = self._prepare(task)
         # The common case is synchronous: no coroutine per task when there is room.
         if not self.pool.try_acquire():
@@ -422,7 +419,7 @@ class Orchestrator:
             except OSError as exc:
                 raise UsageError(f"upload_image: no file to read at {path}: {exc}") from exc
         elif isinstance(image, str) and image.startswith(("http://", "https://")):
-            image = await _fetch(image, self.config.limits.max_frame)
+            image = await fetch_image(image, self.config.limits.max_frame)
         return await self.run(UploadImage(image=image), deadline=deadline)
 
     async def controlnet_preprocess(
@@ -459,54 +456,3 @@ class _Submission:
 
 
 _END = object()  # the end of map()'s source
-
-#: The protocol's request messages, as ``isinstance`` takes them.
-TASK_REQUESTS: Final = get_args(TaskRequest)
-
-
-async def _fetch(url: str, max_bytes: int) -> bytes:
-    # The dialect uploads bytes: an image given by URL is fetched here, checked first.
-    if not urlsplit(url).hostname:
-        raise UsageError(f"upload_image: {url!r} is not an http(s) URL with a host")
-    body = bytearray()
-    try:
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
-            async with http.stream("GET", url) as response:
-                if not response.is_success:
-                    raise TransportError(f"upload_image: GET {url}: HTTP {response.status_code}")
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise UsageError(f"upload_image: {url} is over {max_bytes} bytes")
-    except httpx.HTTPError as exc:
-        raise TransportError(f"upload_image: GET {url} failed: {exc}") from exc
-    return bytes(body)
-
-
-def _check_ws_url(endpoint: object) -> None:
-    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UsageError(f"endpoint {endpoint!r}: must be a ws:// or wss:// URL with a host")
-
-
-def _check_deadline(deadline: object) -> None:
-    if deadline is None:
-        return
-    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
-        raise UsageError(f"deadline = {deadline!r}: must be a number of seconds")
-    if not (math.isfinite(deadline) and deadline > 0):
-        raise UsageError(f"deadline = {deadline!r}: must be a finite number of seconds > 0")
-
-
-def _embedded_server() -> AbstractAsyncContextManager[Any]:
-    # The reference server does image work (numpy, Pillow, scipy): the [server] extra. A
-    # client-only install talks to endpoints it is given, and says how to get the rest.
-    try:
-        from .server import serve_embedded
-    except ImportError as exc:
-        raise UsageError(
-            "no endpoints were given, and the embedded reference server needs the "
-            f"[server] extra ({exc.name} is missing): "
-            "pip install 'imagegen-orchestrator[server]'"
-        ) from exc
-    return serve_embedded()

@@ -1,0 +1,75 @@
+"""What callers hand the orchestrator, checked before anything starts or is sent.
+
+Endpoints, deadlines and tasks are refused with a :class:`UsageError` naming what is wrong;
+an image given by URL is fetched (capped); the embedded server, an extra, says how to get it.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, get_args
+from urllib.parse import urlsplit
+
+import httpx
+
+from protocol.messages import TaskRequest
+
+from .errors import TransportError, UsageError
+
+__all__ = ["TASK_REQUESTS", "check_deadline", "check_ws_url", "embedded_server", "fetch_image"]
+
+#: The protocol's request messages, as ``isinstance`` takes them.
+TASK_REQUESTS: Final = get_args(TaskRequest)
+
+
+async def fetch_image(url: str, max_bytes: int) -> bytes:
+    """The bytes at an ``http(s)`` URL (at most ``max_bytes``): the dialect uploads bytes,
+    so an image given by URL is fetched here, its URL checked first."""
+    if not urlsplit(url).hostname:
+        raise UsageError(f"upload_image: {url!r} is not an http(s) URL with a host")
+    body = bytearray()
+    try:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
+            async with http.stream("GET", url) as response:
+                if not response.is_success:
+                    raise TransportError(f"upload_image: GET {url}: HTTP {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > max_bytes:
+                        raise UsageError(f"upload_image: {url} is over {max_bytes} bytes")
+    except httpx.HTTPError as exc:
+        raise TransportError(f"upload_image: GET {url} failed: {exc}") from exc
+    return bytes(body)
+
+
+def check_ws_url(endpoint: object) -> None:
+    """Refuse an endpoint that is not a ``ws://`` or ``wss://`` URL with a host."""
+    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
+    if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise UsageError(f"endpoint {endpoint!r}: must be a ws:// or wss:// URL with a host")
+
+
+def check_deadline(deadline: object) -> None:
+    """Refuse a deadline that is not a finite, positive number of seconds (or None)."""
+    if deadline is None:
+        return
+    if isinstance(deadline, bool) or not isinstance(deadline, int | float):
+        raise UsageError(f"deadline = {deadline!r}: must be a number of seconds")
+    if not (math.isfinite(deadline) and deadline > 0):
+        raise UsageError(f"deadline = {deadline!r}: must be a finite number of seconds > 0")
+
+
+def embedded_server() -> AbstractAsyncContextManager[Any]:
+    """The embedded reference server, or a UsageError saying how to install it."""
+    # The reference server does image work (numpy, Pillow, scipy): the [server] extra. A
+    # client-only install talks to endpoints it is given, and says how to get the rest.
+    try:
+        from .server import serve_embedded
+    except ImportError as exc:
+        raise UsageError(
+            "no endpoints were given, and the embedded reference server needs the "
+            f"[server] extra ({exc.name} is missing): "
+            "pip install 'imagegen-orchestrator[server]'"
+        ) from exc
+    return serve_embedded()
