@@ -57,6 +57,13 @@ log = logging.getLogger("orchestrator.server")
 _ACCEPT_ERROR = "socket.accept() out of system resource"  # what asyncio logs, per attempt
 
 
+def _claimed_task_uuid(body: object) -> str | None:
+    # The taskUUID a frame we refuse says it is about, if it is a short string: the error
+    # names it back, unvalidated, so the client can match the answer to its task.
+    raw = body.get("taskUUID") if isinstance(body, dict) else None
+    return raw if isinstance(raw, str) and len(raw) <= 64 else None
+
+
 def _is_upload(frame: str | bytes) -> bool:
     # The only message that is big by nature is one base64 string; it names itself first.
     head = frame[:40] if isinstance(frame, str) else frame[:40].decode("ascii", "replace")
@@ -291,9 +298,7 @@ class ReferenceServer:
             else:
                 conn.send(encode(Pong()))
             return
-        body = obj.get(name) if name is not None else None
-        raw_uuid = body.get("taskUUID") if isinstance(body, dict) else None
-        task_uuid = raw_uuid if isinstance(raw_uuid, str) and len(raw_uuid) <= 64 else None
+        task_uuid = _claimed_task_uuid(obj.get(name) if name is not None else None)
         text = "send newConnection with an API key first"
         conn.send_error(ErrorId.NOT_AUTHENTICATED, text, task_uuid)
 
@@ -316,8 +321,7 @@ class ReferenceServer:
             conn.send_error(ErrorId.MALFORMED_FRAME, str(exc))
             return
         name, body = next(iter(obj.items()))
-        raw_uuid = body.get("taskUUID") if isinstance(body, dict) else None
-        task_uuid = raw_uuid if isinstance(raw_uuid, str) and len(raw_uuid) <= 64 else None
+        task_uuid = _claimed_task_uuid(body)
         fields = {e.field for e in exc.errors}
         if name not in CLIENT_MESSAGE_NAMES:
             conn.send_error(ErrorId.UNKNOWN_MESSAGE, str(exc), task_uuid)
