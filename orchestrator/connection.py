@@ -344,8 +344,10 @@ class Connection:
 
     def _went_down(self, reason: BaseException | None = None) -> None:
         self._enter(ConnectionState.DOWN)
-        closed = isinstance(reason, ConnectionClosed) and not isinstance(reason, HeartbeatTimeout)
-        suspects = self._suspects(reason) if isinstance(reason, ConnectionClosed) and closed else []
+        suspects: list[TaskRecord] = []
+        if isinstance(reason, ConnectionClosed) and not isinstance(reason, HeartbeatTimeout):
+            suspects = self._suspects(reason)  # the server closed it (not a silence)
+        self._probing = None
         self._listener.on_down(self, suspects)
 
     def _suspects(self, reason: ConnectionClosed) -> list[TaskRecord]:
@@ -354,7 +356,7 @@ class Connection:
         too_big = reason.code == 1009 and self._largest_sent > 0
         if too_big:
             self.frame_limit = self._largest_sent - 1
-        probing, self._probing = self._records.get(self._probing or ""), None
+        probing = self._records.get(self._probing or "")
         found = suspects_of(
             self._records.values(),
             reason,
