@@ -33,6 +33,7 @@ def child(total: int, in_flight: int, url: str) -> None:
 
     import orchestrator
 
+    throughput._pin(os.getpid(), 0)  # as throughput.py runs: client on core 0, server on 1
     figures: dict[str, object] = {"tree": str(Path(orchestrator.__file__).parent.parent)}
     clients = {"floor": throughput.floor, "orch run": throughput.orch_run}
     clients["orch map"] = throughput.orch_map
