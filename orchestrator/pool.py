@@ -310,7 +310,6 @@ class Pool(ConnectionListener):
             )
         else:
             return
-        conn.cancel(record)
         error = TaskRejected(message, record.task_uuid)
         error.__cause__ = conn.last_error
         self._fail(record, error)
