@@ -11,8 +11,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, get_args
 from urllib.parse import urlsplit
 
-import httpx
-
 from protocol.messages import TaskRequest
 
 from .errors import TransportError, UsageError
@@ -28,6 +26,10 @@ async def fetch_image(url: str, max_bytes: int) -> bytes:
     so an image given by URL is fetched here, its URL checked first."""
     if not urlsplit(url).hostname:
         raise UsageError(f"upload_image: {url!r} is not an http(s) URL with a host")
+    # Imported only here: httpx and what it loads are thousands of long-lived objects, and
+    # the cyclic collector's every pass over a busy client grows with them.
+    import httpx
+
     body = bytearray()
     try:
         async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
