@@ -127,18 +127,23 @@ def prepare_text_to_image(
 _IMAGE_LIST: Final = TypeAdapter(tuple[Image, ...])
 
 
-def read_images(frame: dict[str, Any]) -> tuple[Image, ...] | None:
-    """The images of a decoded frame that is exactly ``{"newImages": {"images": [...]}}``
-    with valid images; ``None`` for anything else (the full decoder then reads it)."""
+def read_images(frame: dict[str, Any]) -> tuple[tuple[Image, ...], int | None] | None:
+    """The images (and ``totalAvailableResults``, which our own server always sends) of a
+    decoded frame that is exactly ``{"newImages": {"images": [...]}}``, optionally with an
+    integer ``totalAvailableResults``, with valid images; ``None`` for anything else (the
+    full decoder then reads it)."""
     if len(frame) != 1:
         return None
     body = frame.get("newImages")
-    if type(body) is not dict or len(body) != 1:
+    if type(body) is not dict:
+        return None
+    total = body.get("totalAvailableResults")
+    if len(body) != (1 if total is None else 2) or (total is not None and type(total) is not int):
         return None
     images = body.get("images")
     if type(images) is not list:
         return None
     try:
-        return _IMAGE_LIST.validate_python(images)
+        return _IMAGE_LIST.validate_python(images), total
     except ValidationError:
         return None

@@ -450,9 +450,9 @@ class Session:
         self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="receive")
         try:
             obj = loads(data)
-            images = read_images(obj)  # the hot path: most frames are plain newImages
-            if images is not None:
-                return self._on_images(NewImages.wire_name, images, None)
+            fast = read_images(obj)  # the hot path: most frames are plain newImages
+            if fast is not None:
+                return self._on_images(NewImages.wire_name, *fast)
             message = server_message(obj, data)
         except RemoteProtocolError as exc:
             return [FrameRejected(exc)]

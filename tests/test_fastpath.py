@@ -229,14 +229,17 @@ def test_what_the_fast_reader_accepts_the_decoder_reads_the_same(data: bytes) ->
         return
     if fast is not None:
         assert isinstance(message, NewImages)
-        assert fast == message.images
+        assert fast == (message.images, message.total_available_results)
 
 
-def test_a_plain_images_frame_takes_the_fast_path() -> None:
+def test_plain_and_our_servers_images_frames_take_the_fast_path() -> None:
     image = {"imageSrc": "https://x.invalid/1.jpg", "imageUUID": TASK, "taskUUID": TASK}
     data = orjson.dumps({"newImages": {"images": [image, {**image, "cost": 0.5}]}})
     fast = read_images(loads(data))
-    assert fast is not None and len(fast) == 2 and fast[1].cost == 0.5
+    assert fast is not None and len(fast[0]) == 2 and fast[0][1].cost == 0.5
     message = decode_from_server(data)
-    assert isinstance(message, NewImages) and fast == message.images
+    assert isinstance(message, NewImages) and fast == (message.images, None)
+    # Our own server's frames (with totalAvailableResults) take it too.
+    body = {"images": [image], "totalAvailableResults": 7}
+    assert read_images(loads(orjson.dumps({"newImages": body}))) == (fast[0][:1], 7)
     assert IMAGES == "images"

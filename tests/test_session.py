@@ -451,3 +451,17 @@ def test_a_text_task_moved_here_counts_the_texts_it_delivered() -> None:
     events = session.receive(frame({"newPromptEnhancer": {"texts": texts}}))
     assert [type(e) for e in events] == [TextReceived, TaskCompleted]
     assert isinstance(events[0], TextReceived) and events[0].text == "a cat, two"
+
+
+def test_derived_image_uuids_are_the_uuid_modules_spelling_of_the_digest() -> None:
+    import hashlib
+
+    from protocol.identity import image_uuid_for
+
+    for task, index, scope in [(tid(), 0, ""), (tid().upper(), 7, ""), (tid(), 3, "key-id")]:
+        name = f"{scope}/{task.lower()}/{index}" if scope else f"{task.lower()}/{index}"
+        digest = bytearray(hashlib.sha256(name.encode()).digest()[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x40
+        digest[8] = (digest[8] & 0x3F) | 0x80
+        expected = uuid.UUID(bytes=bytes(digest))
+        assert image_uuid_for(task, index, scope) == str(expected) and expected.version == 4
