@@ -64,6 +64,7 @@ __all__ = [
     "TEXTS",
     "UPLOAD",
     "PreparedTask",
+    "kept",
     "prepare",
     "decode",
     "decode_from_client",
@@ -168,7 +169,16 @@ class PreparedTask(NamedTuple):
 
 def prepare(task: TaskRequest) -> PreparedTask:
     """Encode a task request once, for :meth:`protocol.session.Session.send_task`."""
-    return PreparedTask(task.task_uuid, encode(task), _expects(task), task.expected_results)
+    frame = kept(encode(task))
+    return PreparedTask(task.task_uuid, frame, _expects(task), task.expected_results)
+
+
+def kept(frame: bytes) -> bytes:
+    """``frame`` at its exact size, for a frame kept while its task is pending.
+
+    orjson returns its bytes in an allocation of at least 4 KiB; thousands of pending tasks
+    would keep that slack. The copy costs a fraction of a microsecond."""
+    return bytes(memoryview(frame))
 
 
 def _expects(task: TaskRequest) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 from pydantic import TypeAdapter, ValidationError
 
-from .codec import IMAGES, PreparedTask, dumps
+from .codec import IMAGES, PreparedTask, dumps, kept
 from .messages import _UUID4, Image
 from .tables import (
     CLIP_SKIP_MAX,
@@ -121,7 +121,7 @@ def prepare_text_to_image(
         "numberResults": number_results,
     }
     body.update(options)
-    return PreparedTask(task_uuid, dumps({"newTask": body}), IMAGES, number_results)
+    return PreparedTask(task_uuid, kept(dumps({"newTask": body})), IMAGES, number_results)
 
 
 _IMAGE_LIST: Final = TypeAdapter(tuple[Image, ...])

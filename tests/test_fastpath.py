@@ -243,3 +243,20 @@ def test_plain_and_our_servers_images_frames_take_the_fast_path() -> None:
     body = {"images": [image], "totalAvailableResults": 7}
     assert read_images(loads(orjson.dumps({"newImages": body}))) == (fast[0][:1], 7)
     assert IMAGES == "images"
+
+
+def test_a_prepared_frame_keeps_no_encoder_slack() -> None:
+    # orjson's bytes sit in 4 KiB allocations: a pending task must not keep one each.
+    import tracemalloc
+
+    specs = [TextToImage(prompt=f"a red fox {i}") for i in range(500)]
+    uuids = [str(uuid.uuid4()) for _ in specs]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        prepared = [spec.prepare(task) for spec, task in zip(specs, uuids, strict=True)]
+        per_task = (tracemalloc.get_traced_memory()[0] - before) / len(prepared)
+    finally:
+        tracemalloc.stop()
+    assert per_task < 1024, per_task
+    assert all(len(p.frame) < 200 for p in prepared)
