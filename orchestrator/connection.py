@@ -150,7 +150,6 @@ class Connection:
         self._outbox: list[bytes] = []
         self._early: list[bytes] = []
         self._early_events: list[Event] = []
-        self._largest_sent = 0
         self._probe: list[str] = []  # suspects to send alone on the next socket
         self._alone: list[str] = []  # of those, the ones the server did not keep
         self._probing: str | None = None  # the one sent alone, awaiting its pong
@@ -307,7 +306,6 @@ class Connection:
         self._enter(ConnectionState.OPEN)
         self.connects += 1
         self.failures = 0
-        self._largest_sent = 0
         self._pings = self._pongs = 0
         # Results the server sent before its newConnection reply: theirs, now they are open.
         early, self._early_events = self._early_events, []
@@ -353,14 +351,16 @@ class Connection:
     def _suspects(self, reason: ConnectionClosed) -> list[TaskRecord]:
         # The server closed the socket: whose frame was it? (orchestrator.suspects)
         self.last_error = reason
-        too_big = reason.code == 1009 and self._largest_sent > 0
-        if too_big:
-            self.frame_limit = self._largest_sent - 1
+        socket = self.connects
+        sent = [len(r.prepared.frame) for r in self._records.values() if r.sent_on == socket]
+        too_big = reason.code == 1009 and bool(sent)
+        if too_big:  # below the largest task frame this socket carried (the culprit is pending)
+            self.frame_limit = max(sent) - 1
         probing = self._records.get(self._probing or "")
         found = suspects_of(
             self._records.values(),
             reason,
-            socket=self.connects,
+            socket=socket,
             now=self._clock.now(),
             window=self._config.timeouts.heartbeat_interval,
             probing=probing,
@@ -422,7 +422,6 @@ class Connection:
                 continue
             # Everything queued since the last write goes out together.
             frames, self._outbox = self._outbox, []
-            self._largest_sent = max(self._largest_sent, max(map(len, frames)))
             await stream.send(frames)
 
     async def _heartbeat(self) -> None:
