@@ -64,6 +64,22 @@ async def harness(config: Config = CONFIG, **server_options: object) -> AsyncIte
             orch.pool.check_consistent()
 
 
+@asynccontextmanager
+async def two_endpoints(
+    a: FakeServer, b: FakeServer, clock: FakeClock
+) -> AsyncIterator[Orchestrator]:
+    """An orchestrator over memory://a and memory://b, on fake time."""
+    transport = MemoryTransport({"memory://a": a, "memory://b": b})
+    async with Orchestrator(
+        ["memory://a", "memory://b"],
+        api_key=a.api_key,
+        config=CONFIG,
+        transport=transport,
+        clock=clock,
+    ) as orch:
+        yield orch
+
+
 def image_frame(*images: tuple[str, int]) -> dict[str, object]:
     return {
         "newImages": {
@@ -389,14 +405,7 @@ async def test_closing_cancels_live_tasks_with_the_cause() -> None:
 async def test_failover_moves_tasks_off_a_dead_endpoint_and_pins_follow_images() -> None:
     clock = FakeClock()
     async with FakeServer(silent=True) as a, FakeServer() as b:
-        transport = MemoryTransport({"memory://a": a, "memory://b": b})
-        async with Orchestrator(
-            ["memory://a", "memory://b"],
-            api_key=a.api_key,
-            config=CONFIG,
-            transport=transport,
-            clock=clock,
-        ) as orch:
+        async with two_endpoints(a, b, clock) as orch:
             handles = [
                 await orch.submit(TextToImage(prompt=f"{i}", number_results=2)) for i in range(6)
             ]
@@ -425,14 +434,7 @@ async def test_failover_moves_tasks_off_a_dead_endpoint_and_pins_follow_images()
 async def test_after_failover_the_new_session_neither_repeats_nor_awaits_what_a_delivered() -> None:
     clock = FakeClock()
     async with FakeServer(auto_reply=False) as a, FakeServer(auto_reply=False) as b:
-        transport = MemoryTransport({"memory://a": a, "memory://b": b})
-        async with Orchestrator(
-            ["memory://a", "memory://b"],
-            api_key=a.api_key,
-            config=CONFIG,
-            transport=transport,
-            clock=clock,
-        ) as orch:
+        async with two_endpoints(a, b, clock) as orch:
             handle = await orch.submit(TextToImage(prompt="moved", number_results=3))
             task = handle.task_uuid
             await a.wait_received(1)

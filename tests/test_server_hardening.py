@@ -26,7 +26,7 @@ from orchestrator.server import FixedBackend, ImageOutput, Job, JobContext, Serv
 from protocol import NewTask
 from protocol.identity import image_uuid_for
 
-from serverkit import client, new_uuid, running
+from serverkit import CountingBackend, client, new_uuid, running
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -98,13 +98,8 @@ async def test_frames_json_refuses_are_malformed() -> None:
             assert (await raw.recv())["errorId"] == 1008
 
 
-class BigBackend(FixedBackend):
+class BigBackend(CountingBackend):
     """Each result a 256 KiB image, so a few fill any socket buffer."""
-
-    blocking = False
-
-    def __init__(self) -> None:
-        self.runs = 0
 
     def run(self, job: Job, ctx: JobContext) -> None:
         self.runs += 1
