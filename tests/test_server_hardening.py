@@ -315,3 +315,28 @@ async def test_a_big_frame_must_be_an_upload_and_an_upload_may_be_big() -> None:
         )
         reply = await raw.reply("newUploadedImageUUID", task)
         assert "newUploadedImageUUID" in reply, reply
+
+
+async def test_fragmented_binary_and_back_to_back_messages_all_arrive_in_order() -> None:
+    # The server reads messages straight off its parser: a message split across frames, one
+    # sent as binary, and frames sent before the server has read anything all count whole;
+    # one worker runs them in the order they were read.
+    async with running(workers=1) as server, connect(server.url, compression=None) as ws:
+        first, second = new_uuid(), new_uuid()
+        auth = orjson.dumps({"newConnection": {"apiKey": "key-a"}})
+        task = orjson.dumps({"newTask": {"taskUUID": first, "promptText": "a fox", "taskType": 1}})
+        await ws.send(auth.decode())
+        await ws.send([task[:7].decode(), task[7:30].decode(), task[30:].decode()])
+        await ws.send(
+            orjson.dumps({"newTask": {"taskUUID": second, "promptText": "a cat", "taskType": 1}})
+        )
+        frames = [orjson.loads(await ws.recv())]
+        assert "newConnectionSessionUUID" in frames[0], frames[0]
+        seen: list[str] = []
+        while len(seen) < 2:
+            frame = orjson.loads(await ws.recv())
+            assert "error" not in frame, frame
+            for image in frame.get("newImages", {}).get("images", ()):
+                if image["taskUUID"] not in seen:
+                    seen.append(image["taskUUID"])
+        assert seen == [first, second]

@@ -8,7 +8,7 @@ record, so the client may send it again later.
 from __future__ import annotations
 
 from protocol import NewTask, TaskRequest
-from protocol.requests import image_references, prompt_of, upload_endpoint
+from protocol.requests import ImageReference, prompt_of, upload_endpoint
 from protocol.tables import ErrorId
 
 from .backends import SourceImage
@@ -31,9 +31,15 @@ class Admission:
         self._pusher = pusher
 
     def refusal(
-        self, session: ServerSession, task: TaskRequest, active_total: int, *, closing: bool
+        self,
+        session: ServerSession,
+        task: TaskRequest,
+        refs: tuple[ImageReference, ...],
+        active_total: int,
+        *,
+        closing: bool,
     ) -> Refusal | None:
-        """Why the server will not queue ``task`` now, if it will not."""
+        """Why the server will not queue ``task`` (which reads ``refs``) now, if it will not."""
         limits = self._config.limits
         if closing:
             return ErrorId.SERVER_SHUTTING_DOWN, "the server is stopping"
@@ -41,7 +47,7 @@ class Admission:
         if prompt is not None and len(prompt[1]) > limits.max_prompt_length:
             rule = f"must be at most {limits.max_prompt_length} characters on this server"
             return ErrorId.LIMIT_EXCEEDED, f"{prompt[0]}: {rule} (got {len(prompt[1])})"
-        urls = sum(1 for ref in image_references(task) if ref.is_url)
+        urls = sum(1 for ref in refs if ref.is_url)
         if urls > limits.max_fetched_images:
             rule = f"at most {limits.max_fetched_images} images by URL per task on this server"
             return ErrorId.LIMIT_EXCEEDED, f"guideImageUrl: {rule} (got {urls})"
@@ -69,11 +75,11 @@ class Admission:
             return ErrorId.VALIDATION_ERROR, f"uploadEndpoint: {exc}"
         return None
 
-    def sources(self, task: TaskRequest) -> dict[str, SourceImage] | Refusal:
-        """The stored images ``task`` reads by imageUUID, by role; or why not (one is not
-        here). Images given by URL are fetched later, before the task queues."""
+    def sources(self, refs: tuple[ImageReference, ...]) -> dict[str, SourceImage] | Refusal:
+        """The stored images of ``refs`` (a task's) by role; or why not (one is not here).
+        Images given by URL are fetched later, before the task queues."""
         sources: dict[str, SourceImage] = {}
-        for ref in image_references(task):
+        for ref in refs:
             if ref.is_url:
                 continue
             stored = self._store.get(ref.value)

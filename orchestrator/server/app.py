@@ -18,13 +18,12 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from protocol import (
@@ -33,11 +32,12 @@ from protocol import (
     Ping,
     Pong,
     RemoteProtocolError,
+    TaskRequest,
     decode_from_client,
     encode,
 )
 from protocol.codec import CLIENT_MESSAGE_NAMES, loads
-from protocol.requests import task_uuid_of
+from protocol.requests import task_uuid_of, upload_endpoint
 from protocol.tables import ErrorId
 
 from .backends import BACKENDS, Backend
@@ -47,8 +47,9 @@ from .hosting import Hosting
 from .push import Pusher
 from .scheduler import Scheduler
 from .sessions import Sessions
-from .state import KeyRing
+from .state import KeyRing, ServerSession
 from .store import ImageStore
+from .wire import WireConnection
 
 __all__ = ["ReferenceServer", "serve_embedded"]
 
@@ -167,6 +168,7 @@ class ReferenceServer:
                 max_size=self.config.limits.max_frame_bytes,
                 compression="deflate" if self.config.compression else None,
                 max_queue=64,
+                create_connection=WireConnection,
             )
             stack.callback(ws_server.close)
             tg = await stack.enter_async_context(anyio.create_task_group())
@@ -205,6 +207,7 @@ class ReferenceServer:
     # -- connections --
 
     async def _handle(self, ws: ServerConnection) -> None:
+        assert isinstance(ws, WireConnection)  # serve() makes them
         limits = self.config.limits
         conn = Connection(
             ws,
@@ -217,13 +220,11 @@ class ReferenceServer:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.write)  # ends once closed and its frames are written
+                conn.read(partial(self._on_frame, conn), tg)
                 async with anyio.create_task_group() as reading:
                     reading.start_soon(self._authenticate_in_time, conn)
                     try:
-                        async for frame in ws:
-                            await self._on_frame(conn, frame)
-                    except ConnectionClosed:
-                        pass
+                        await ws.wait_closed()
                     finally:
                         self._sessions.detach(conn)
                         conn.close(1000, "")
@@ -251,20 +252,22 @@ class ReferenceServer:
             self._connections_changed.clear()
             await self._connections_changed.wait()
 
-    async def _on_frame(self, conn: Connection, frame: str | bytes) -> None:
+    def _on_frame(self, conn: Connection, frame: bytes) -> Awaitable[None] | None:
+        # Decided synchronously as the frame is parsed; only a task with an uploadEndpoint
+        # returns something to await (resolving its host), and the frames after it wait.
         if not conn.authenticated:
             self._before_authentication(conn, frame)
-            return
+            return None
         limit = self.config.limits.max_structured_frame_bytes
         if len(frame) > limit and not _is_upload(frame):
             text = f"frames over {limit} bytes are for newImageUpload only (got {len(frame)})"
             conn.send_error(ErrorId.LIMIT_EXCEEDED, text)
-            return
+            return None
         try:
             message = decode_from_client(frame)
         except RemoteProtocolError as exc:
             self._reject_frame(conn, frame, exc)
-            return
+            return None
         session = conn.session
         if isinstance(message, Ping):
             conn.send(encode(Pong()))
@@ -275,8 +278,17 @@ class ReferenceServer:
             conn.send_error(ErrorId.NOT_AUTHENTICATED, text, task_uuid_of(message))
         elif isinstance(message, CancelTask):
             self._scheduler.cancel(session, message.task_uuid)
+        elif upload_endpoint(message) is not None:
+            return self._accept_after_check(conn, session, message)
         else:
-            await self._scheduler.accept(conn, session, message)
+            self._scheduler.accept(conn, session, message)
+        return None
+
+    async def _accept_after_check(
+        self, conn: Connection, session: ServerSession, task: TaskRequest
+    ) -> None:
+        refusal = await self._scheduler.check_upload(task)
+        self._scheduler.accept(conn, session, task, refusal)
 
     def _before_authentication(self, conn: Connection, frame: str | bytes) -> None:
         # Cheap by construction: the frame is small (max_frame_bytes_before_auth), and only

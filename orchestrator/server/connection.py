@@ -17,18 +17,29 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Final
 
-from websockets.asyncio.server import ServerConnection
+from anyio.abc import TaskGroup
 from websockets.exceptions import ConnectionClosed
 
 from protocol.codec import encode
 
 from .state import ServerSession, error_message
+from .wire import WireConnection
 
 __all__ = ["Connection"]
 
 log = logging.getLogger("orchestrator.server")
+
+
+#: Bytes of frames the writer hands the socket in one write, at most (one frame may be more).
+BATCH_BYTES: Final = 1 << 20
+#: Frames held behind one whose handling awaits I/O, past which the socket stops reading.
+BACKLOG_FRAMES: Final = 64
+
+#: What handles a frame: ``None`` when done at once, else what must be awaited to finish it.
+FrameHandler = Callable[[bytes], Awaitable[None] | None]
 
 
 def _ignore(task_uuid: str) -> None:
@@ -40,7 +51,7 @@ class Connection:
 
     def __init__(
         self,
-        ws: ServerConnection,
+        ws: WireConnection,
         *,
         max_frame: int,
         max_frame_before_auth: int,
@@ -63,6 +74,9 @@ class Connection:
         self._outbox_soft = outbox_soft
         self._outbox_hard = outbox_hard
         ws.protocol.max_message_size = max_frame_before_auth  # checked per frame header
+        self._on_frame: FrameHandler | None = None
+        self._backlog: deque[bytes] | None = None  # while a frame's handling awaits
+        self._tg: TaskGroup | None = None
 
     @property
     def congested(self) -> bool:
@@ -74,6 +88,51 @@ class Connection:
         self.session = session
         self.authenticated = True
         self.ws.protocol.max_message_size = self._max_frame
+
+    # -- reading --
+
+    def read(self, on_frame: FrameHandler, tg: TaskGroup) -> None:
+        """Hand each frame to ``on_frame``, in order, as it is parsed. A frame whose
+        handling awaits I/O (``on_frame`` returns an awaitable, run in ``tg``) holds back
+        the frames after it, and past BACKLOG_FRAMES the socket stops reading."""
+        self._on_frame, self._tg = on_frame, tg
+        self.ws.read_into(self._receive)
+
+    def _receive(self, frame: bytes) -> None:
+        if self._backlog is not None:
+            self._backlog.append(frame)
+            if len(self._backlog) == BACKLOG_FRAMES:
+                self.ws.transport.pause_reading()
+            return
+        later = self._handle(frame)
+        if later is not None:
+            assert self._tg is not None
+            self._backlog = deque()
+            self._tg.start_soon(self._catch_up, later)
+
+    def _handle(self, frame: bytes) -> Awaitable[None] | None:
+        assert self._on_frame is not None
+        try:
+            return self._on_frame(frame)
+        except Exception:  # a bug must cost this socket, never the server's loop
+            log.exception("a frame broke the server: closing its socket")
+            self.close(1011, "internal error")
+            return None
+
+    async def _catch_up(self, later: Awaitable[None]) -> None:
+        backlog = self._backlog
+        assert backlog is not None
+        try:
+            await later
+            while backlog:
+                later_too = self._handle(backlog.popleft())
+                if later_too is not None:
+                    await later_too
+        finally:
+            self._backlog = None
+            self.ws.transport.resume_reading()  # a no-op unless paused
+
+    # -- writing --
 
     def send(self, frame: bytes, task_uuid: str | None = None) -> None:
         """Queue a frame; ``task_uuid`` names the task whose results it carries."""
@@ -125,6 +184,17 @@ class Connection:
         self._outbox.clear()
         self._queued = 0
 
+    def _batch(self) -> list[bytes]:
+        # The frames at the front of the outbox, up to BATCH_BYTES (at least one).
+        frames: list[bytes] = []
+        size = 0
+        for _, frame in self._outbox:
+            if frames and size + len(frame) > BATCH_BYTES:
+                break
+            frames.append(frame)
+            size += len(frame)
+        return frames
+
     async def write(self) -> None:
         """Drain the outbox until closed; frames that cannot be written are reported lost."""
         try:
@@ -136,10 +206,11 @@ class Connection:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                frame = self._outbox[0][1]
-                await self.ws.send(frame, text=True)
-                self._outbox.popleft()
-                self._queued -= len(frame)
+                frames = self._batch()
+                await self.ws.send_batch(frames)
+                for frame in frames:  # written: they are no longer the outbox's to report
+                    self._outbox.popleft()
+                    self._queued -= len(frame)
                 if self._congested and self._queued <= self._outbox_soft // 2:
                     self._congested = False
                     self.on_congested(False)

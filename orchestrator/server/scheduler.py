@@ -50,7 +50,7 @@ from protocol.requests import (
 )
 from protocol.tables import ErrorId
 
-from .admission import Admission
+from .admission import Admission, Refusal
 from .backends import (
     Backend,
     ImageOutput,
@@ -159,6 +159,7 @@ class Scheduler:
         self._idle.set()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
         self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
+        self._finished: deque[TaskRecord] = deque()  # in the order they finished, to sweep
         self._tg: anyio.abc.TaskGroup | None = None
         self.closing = False
 
@@ -170,24 +171,34 @@ class Scheduler:
 
     # -- accepting tasks --
 
-    async def accept(self, conn: Connection, session: ServerSession, task: TaskRequest) -> None:
-        """Adopt, refuse or queue a task request (see the module docstring)."""
-        # The only await (resolving an uploadEndpoint's host) comes first, so everything after
-        # it, the dedupe included, is decided in one step: no other frame can come between.
-        upload_refusal = await self._admission.check_upload(task)
+    async def check_upload(self, task: TaskRequest) -> Refusal | None:
+        """Why ``task``'s ``uploadEndpoint`` may not be reached, if it may not (the one await
+        before a task is accepted: call it only when the task has an uploadEndpoint)."""
+        return await self._admission.check_upload(task)
+
+    def accept(
+        self,
+        conn: Connection,
+        session: ServerSession,
+        task: TaskRequest,
+        upload_refusal: Refusal | None = None,
+    ) -> None:
+        """Adopt, refuse or queue a task request (see the module docstring), in one step:
+        no other frame can come between the dedupe and the queueing."""
         tasks = self._tasks.setdefault(session.key_id, {})
         record = tasks.get(task.task_uuid)
         if record is not None:
             self._adopt(record, session)
             return
+        refs = image_references(task)
         refusal = (
-            self._admission.refusal(session, task, self._active_total, closing=self.closing)
+            self._admission.refusal(session, task, refs, self._active_total, closing=self.closing)
             or upload_refusal
         )
         if refusal is not None:
             conn.send_error(*refusal, task.task_uuid)
             return
-        sources = self._admission.sources(task)
+        sources = self._admission.sources(refs)
         if isinstance(sources, tuple):
             conn.send_error(*sources, task.task_uuid)
             return
@@ -202,7 +213,7 @@ class Scheduler:
             self._serve_from_cache(record, task)
         if isinstance(task, NewTask) and record.first >= task.number_results:
             self._finish(record)
-        elif any(ref.is_url for ref in image_references(task)):
+        elif any(ref.is_url for ref in refs):
             # Fetched before it queues: a guide that trickles in holds no worker.
             assert self._tg is not None, "Scheduler.start() was not called"
             self._fetching.add(record)
@@ -219,11 +230,11 @@ class Scheduler:
             record.session = session
             if not record.is_finished:
                 session.active.add(record.uuid)
-        self._replay(record)
+        self._delivery.everything(record)
 
     def _serve_from_cache(self, record: TaskRecord, task: NewTask) -> None:
         # Scoped by API key: one tenant's images and prompts never reach another.
-        key = record.cache_key = (record.key_id, cache_key(task))
+        key = record.cache_key = ResultCache.digest((record.key_id, cache_key(task)))
         available = self._cache.count(key)
         hits = (
             []
@@ -272,33 +283,7 @@ class Scheduler:
         self._continue_replay(session)
 
     def _continue_replay(self, session: ServerSession) -> None:
-        # A replay goes out as fast as the socket takes it: it stops while the outbox is
-        # congested and goes on when it drains, so it cannot overflow a slow reader.
-        tasks = self._tasks.get(session.key_id, {})
-        conn = session.connection
-        while session.replay and conn is not None and not conn.congested:
-            task_uuid, done = session.replay.popleft()
-            session.undelivered.discard(task_uuid)  # a frame lost again puts it back
-            record = tasks.get(task_uuid)
-            if record is None or record.session is not session:
-                continue
-            # One result per frame, so that no frame holds a whole task's images.
-            results = record.results
-            while done < len(results) and not conn.congested:
-                self._delivery.results(record, [results[done]])
-                done += 1
-            if done < len(results):
-                session.replay.appendleft((task_uuid, done))
-                session.undelivered.add(task_uuid)
-                return
-            if record.error is not None:
-                self._delivery.error(record)
-
-    def _replay(self, record: TaskRecord) -> None:
-        if record.results:
-            self._delivery.results(record, record.results)
-        if record.error is not None:
-            self._delivery.error(record)
+        self._delivery.continue_replay(session, self._tasks.get(session.key_id, {}))
 
     # -- running tasks --
 
@@ -419,6 +404,7 @@ class Scheduler:
             )
             await self._pusher.put(url, stored.data, stored.content_type)
         if isinstance(task, NewTask) and task.save_to_cache is not False:
+            assert record.cache_key is not None  # every newTask has one
             self._cache.add(record.cache_key, stored.uuid)
         if isinstance(task, NewImageUpload | PreProcessControlNetRequest):
             init = task.guide_image_uuid if isinstance(task, PreProcessControlNetRequest) else None
@@ -459,6 +445,7 @@ class Scheduler:
         record.finished_at = self._clock()
         record.session.active.discard(record.uuid)
         self._active_total -= 1
+        self._finished.append(record)
 
     # -- stopping and housekeeping --
 
@@ -477,10 +464,18 @@ class Scheduler:
     def sweep(self, now: float, retention: float) -> None:
         """Forget tasks finished more than ``retention`` seconds ago, then expired images
         and the cache entries that named them."""
-        for tasks in self._tasks.values():
-            for task_uuid, record in list(tasks.items()):
-                if record.finished_at is not None and now - record.finished_at > retention:
-                    del tasks[task_uuid]
-                    record.session.undelivered.discard(task_uuid)
+        # Records finish in clock order, so the oldest are at the front: a sweep costs what
+        # it removes, not every record held (a full scan would stall the loop at scale).
+        finished = self._finished
+        while finished:
+            record = finished[0]
+            assert record.finished_at is not None
+            if now - record.finished_at <= retention:
+                break
+            finished.popleft()
+            tasks = self._tasks.get(record.key_id, {})
+            if tasks.get(record.uuid) is record:
+                del tasks[record.uuid]
+                record.session.undelivered.discard(record.uuid)
         self._store.sweep()
         self._cache.sweep()

@@ -39,7 +39,7 @@ import enum
 import hashlib
 import hmac
 from collections import deque
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ from protocol import (
     UpscaleGanRequest,
     UpscaleGanResult,
 )
+from protocol.codec import dumps, encode
 from protocol.tables import error_code_for
 
 from .backends import SourceImage
@@ -81,6 +82,7 @@ __all__ = [
     "TaskState",
     "TextResult",
     "error_message",
+    "result_frame",
     "result_message",
 ]
 
@@ -170,7 +172,7 @@ class TaskRecord:
     session: ServerSession
     seed: int = 1
     first: int = 0  # results the cache served
-    cache_key: Hashable | None = None
+    cache_key: bytes | None = None  # its ResultCache digest (newTask only)
     total_available: int | None = None
     state: TaskState = TaskState.QUEUED
     results: list[Result] = field(default_factory=list)
@@ -233,6 +235,43 @@ def result_message(
     assert isinstance(request, NewTask)
     total = request.number_results if record.total_available is None else record.total_available
     return NewImages(images=images, total_available_results=total)
+
+
+def result_frame(
+    record: TaskRecord,
+    results: Sequence[Result],
+    extensions: frozenset[str],
+    inline: dict[str, str],
+) -> bytes:
+    """The encoded frame of :func:`result_message`, byte for byte.
+
+    Every image of a ``newTask`` goes out in one of these, so that case is built as plain
+    dicts in the models' field order (tests compare it with the models' encoding); the
+    other task types go through the models.
+    """
+    request = record.request
+    if not isinstance(request, NewTask) or not all(type(r) is ImageResult for r in results):
+        return encode(result_message(record, results, extensions, inline))
+    uuid, with_seed = record.uuid, "seed" in extensions
+    images = []
+    for r in results:
+        assert isinstance(r, ImageResult)
+        image: dict[str, Any] = {
+            "imageSrc": r.src,
+            "imageUUID": r.image_uuid,
+            "taskUUID": uuid,
+            "bNSFWContent": False,
+        }
+        if r.alt_text is not None:
+            image["imageAltText"] = r.alt_text
+        image["cost"] = r.cost
+        if r.image_uuid in inline:
+            image["imageBase64Data"] = inline[r.image_uuid]
+        if with_seed and r.seed is not None:
+            image["seed"] = r.seed
+        images.append(image)
+    total = request.number_results if record.total_available is None else record.total_available
+    return dumps({"newImages": {"images": images, "totalAvailableResults": total}})
 
 
 def _image(

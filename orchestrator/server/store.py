@@ -115,22 +115,27 @@ class ResultCache:
         self._max_entries = max_entries
         self._entries: OrderedDict[bytes, deque[str]] = OrderedDict()
 
-    def count(self, key: Hashable) -> int:
-        """How many live images are cached under ``key``."""
-        uuids = self._trimmed(_digest(key))
+    @staticmethod
+    def digest(key: Hashable) -> bytes:
+        """The entry's name for ``key`` (a tuple of plain values, see ``state.cache_key``,
+        whose repr is stable); a task computes it once."""
+        return hashlib.sha256(repr(key).encode()).digest()
+
+    def count(self, digest: bytes) -> int:
+        """How many live images are cached under ``digest``."""
+        uuids = self._trimmed(digest)
         return len(uuids) if uuids is not None else 0
 
-    def page(self, key: Hashable, offset: int, count: int) -> list[StoredImage]:
-        """Up to ``count`` cached images under ``key``, skipping the first ``offset``."""
-        uuids = self._trimmed(_digest(key))
+    def page(self, digest: bytes, offset: int, count: int) -> list[StoredImage]:
+        """Up to ``count`` cached images under ``digest``, skipping the first ``offset``."""
+        uuids = self._trimmed(digest)
         if uuids is None:
             return []
         window = itertools.islice(uuids, offset, offset + count)
         return [image for u in window if (image := self._store.get(u)) is not None]
 
-    def add(self, key: Hashable, image_uuid: str) -> None:
-        """Record a newly made image under ``key``."""
-        digest = _digest(key)
+    def add(self, digest: bytes, image_uuid: str) -> None:
+        """Record a newly made image under ``digest``."""
         uuids = self._entries.get(digest)
         if uuids is None:
             uuids = self._entries[digest] = deque()
@@ -158,8 +163,3 @@ class ResultCache:
             del self._entries[digest]
             return None
         return uuids
-
-
-def _digest(key: Hashable) -> bytes:
-    # The keys are tuples of plain values (see state.cache_key), whose repr is stable.
-    return hashlib.sha256(repr(key).encode()).digest()
