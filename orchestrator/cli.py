@@ -10,6 +10,7 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
+import gc
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -242,6 +243,9 @@ async def _serve_until_signal(config: Any) -> int:
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with ReferenceServer(config) as server:
+            # Everything made so far (modules, schemas, tables) lives as long as the process:
+            # out of the collector's sight, so its full passes walk only the tasks' objects.
+            gc.freeze()
             print(f"listening on {server.url}", flush=True)
             if not config.api_keys:
                 print(f"api key: {server.api_key}", flush=True)

@@ -418,6 +418,9 @@ class NewTask(_Request):
 
     def _check_images(self) -> None:
         needs_init = self.task_type in _NEEDS_INIT_IMAGE
+        if not needs_init and self.image_initiator_uuid is None and self.strength is None:
+            if self.image_mask_initiator_uuid is None:
+                return  # a plain text-to-image, the hot path: nothing to check
         image_fields = (
             ("imageInitiatorUUID", self.image_initiator_uuid, needs_init),
             (
@@ -443,6 +446,8 @@ class NewTask(_Request):
             raise RuleError(
                 "controlNet", self.control_net, f"is required for taskType {int(self.task_type)}"
             )
+        if not self.control_net:
+            return
         allowed = preprocessors_for(self.model_id)
         for i, guide in enumerate(self.control_net or ()):
             if guide.preprocessor not in allowed:

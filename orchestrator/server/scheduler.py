@@ -31,6 +31,7 @@ from typing import Final
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 
 from protocol import (
@@ -83,6 +84,10 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("orchestrator.server")
 
+#: A worker whose backend never awaits (``fixed``) gives the loop a turn after this many
+#: tasks, so the writer sends the results made so far and the reader takes new frames;
+#: without it a worker holds the loop until the queue is empty, and results leave in bursts.
+TASKS_PER_TURN: Final = 16
 _GENERATION_COST_STEPS: Final = 1  # upscale and background removal price as one step
 
 
@@ -289,7 +294,11 @@ class Scheduler:
 
     async def worker(self) -> None:
         """Take records from the fair queue and run them, forever."""
+        ran = 0
         while True:
+            ran += 1
+            if ran % TASKS_PER_TURN == 0:
+                await anyio.lowlevel.checkpoint()
             record = await self._queue.get()
             if record.state is not TaskState.QUEUED:
                 continue

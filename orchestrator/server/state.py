@@ -162,7 +162,7 @@ class ReplyResult:
 Result = ImageResult | TextResult | ReplyResult
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TaskRecord:
     """One accepted task; see the module docstring."""
 
