@@ -72,11 +72,11 @@ def main() -> None:
     trees = {"this": ROOT, "baseline": args.baseline}
     ratios: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CLIENTS} for t in trees}
     print(f"K={args.in_flight}, {args.tasks} tasks per client per round; CPU/task / floor's")
-    with throughput.server("responder") as url:
+    with throughput.server("responder") as srv:
         for number in range(args.rounds):
             order = list(trees) if number % 2 == 0 else list(reversed(trees))
             for name in order:
-                figures = measure(trees[name], args.tasks, args.in_flight, url)
+                figures = measure(trees[name], args.tasks, args.in_flight, srv.url)
                 cells = []
                 for client in CLIENTS:
                     ratio = figures[client] / figures["floor"]

@@ -4,7 +4,12 @@ Speaks just enough of the protocol for the throughput bench: ``newConnection`` g
 session, ``ping`` a pong, ``newTask`` one ``newImages`` frame with ``numberResults``
 images (the five legacy keys). No validation, no queue, no compression.
 
-Run: python bench/responder.py [--port 0] [--cpu N]; prints ``listening on ws://...``.
+With ``--silent`` it answers no task: every task a client sends stays in flight, for the
+memory rows of ``bench/throughput.py``. ``{"count": {"atLeast": N}}`` is answered
+``{"count": M}`` once M >= N tasks have arrived on all sockets together, so a bench knows
+when its frames are all out of the client.
+
+Run: python bench/responder.py [--port 0] [--cpu N] [--silent]; prints ``listening on ws://...``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,12 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 _PONG = b'{"pong":true}'
+
+
+class _Mode:
+    silent = False  # --silent: tasks are counted, never answered
+    received = 0  # tasks received (counted in silent mode only)
+    arrived: asyncio.Event | None = None  # set (and replaced) at each task received
 
 
 def _images(task_uuid: str, count: int) -> bytes:
@@ -47,7 +58,15 @@ async def _answer(ws: ServerConnection) -> None:
         message = orjson.loads(data)
         if "newTask" in message:
             body = message["newTask"]
+            if _Mode.silent:
+                _Mode.received += 1
+                if _Mode.arrived is not None:
+                    _Mode.arrived.set()
+                    _Mode.arrived = None
+                continue
             frame = _images(body["taskUUID"], body.get("numberResults", 1))
+        elif "count" in message:
+            frame = await _count(message["count"].get("atLeast", 0))
         elif "ping" in message:
             frame = _PONG
         elif "newConnection" in message:
@@ -56,6 +75,14 @@ async def _answer(ws: ServerConnection) -> None:
         else:
             continue
         await ws.send(frame, text=True)
+
+
+async def _count(at_least: int) -> bytes:
+    while _Mode.received < at_least:
+        if _Mode.arrived is None:
+            _Mode.arrived = asyncio.Event()
+        await _Mode.arrived.wait()
+    return orjson.dumps({"count": _Mode.received})
 
 
 async def main(port: int) -> None:
@@ -71,7 +98,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--cpu", type=int, help="pin the process to this core")
+    parser.add_argument("--silent", action="store_true", help="answer no task")
     args = parser.parse_args()
+    _Mode.silent = args.silent
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     asyncio.run(main(args.port))

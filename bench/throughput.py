@@ -1,7 +1,7 @@
-"""Client throughput: the orchestrator against a hand-written floor and the legacy SDK.
+"""Throughput and memory: the orchestrator against a hand-written floor, in one run.
 
-For K = 1, 64, 1,024 and 10,000 tasks in flight, one run prints tasks/s, p50/p99 latency
-and client CPU microseconds per task for:
+For K = 1, 64, 1,024 and 10,000 tasks in flight it prints tasks/s, p50/p99 latency, client
+CPU microseconds per task and the server's CPU microseconds per task for:
 
 - ``floor``: a minimal websockets + orjson client with a dict of futures (K lanes);
 - ``orch run``: the orchestrator, K lanes each awaiting ``orch.run(task)``;
@@ -10,13 +10,22 @@ and client CPU microseconds per task for:
   64, 1,024 only, each run capped in time; calls unanswered at the cap count as timeouts).
 
 They talk to a minimal responder in its own process (``bench/responder.py``: answers every
-task at once, so the client's cost is what is measured), then once more to the reference
-server (``orchestrator serve --backend fixed``). Client and server are pinned to different
-cores. Each figure is the median of ``--repeats`` runs; the verdict compares, at K = 1,024,
-the orchestrator's CPU per task with the floor's (target: at most 1.5x) and its tasks/s with
-the legacy SDK's (target: at least 10x).
+task at once, so the client's cost is what is measured), then to the reference server
+(``orchestrator serve --backend fixed --workers 1``). Client and server are pinned to
+different cores. The clients take turns within each repeat (interleaved), and each figure
+is the median of ``--repeats`` runs.
 
-Run: python bench/throughput.py [--quick] [--repeats 3] [--legacy-python PATH]
+Then the bytes each in-flight task holds at 10,000 and 100,000 in flight (``bench/memory.py``,
+against the responder in ``--silent`` mode), and, with ``--soak N``, the RSS series of N tasks
+through ``orch.map``.
+
+The verdict prints each target of the performance issue as a ratio measured in this run:
+client CPU per task at K = 1,024 at most 1.0x the floor's; latency p50 at K = 1 at most 1.1x
+the floor's; bytes per in-flight task at most 2x the floor's lanes; the reference server at
+least 0.8x the responder's tasks/s under the floor at K = 64 and 1,024, with p99 at 1,024
+under 150 ms; at least 10x the legacy SDK's tasks/s.
+
+Run: python bench/throughput.py [--quick] [--repeats 3] [--soak 1000000] [--legacy-python PATH]
 """
 
 from __future__ import annotations
@@ -25,7 +34,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+from memory import SHAPES, bytes_per_task, soak
 from websockets.asyncio.client import connect
 
 from orchestrator import Config, Limits, Orchestrator, TextToImage
@@ -51,6 +60,11 @@ class Run:
     cpu: float
     latencies: list[float]
     timeouts: int = 0
+    server_cpu: float = 0.0  # the server process's CPU seconds over the run
+
+    @property
+    def server_cpu_us(self) -> float:
+        return self.server_cpu / max(self.tasks, 1) * 1e6
 
     @property
     def rate(self) -> float:
@@ -179,11 +193,27 @@ def legacy(python: str, url: str, in_flight: int, cap: float) -> Run:
 # -- servers -------------------------------------------------------------------------------
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+
+    def cpu(self) -> float:
+        """The server process's CPU seconds so far (Linux; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def server(kind: str) -> Iterator[str]:
-    """Start the responder or the reference server in its own process, on core 1."""
-    if kind == "responder":
+def server(kind: str) -> Iterator[Server]:
+    """Start the responder (``--silent`` too) or the reference server in its own process,
+    on core 1."""
+    if kind.startswith("responder"):
         command = [sys.executable, str(ROOT / "bench" / "responder.py"), "--port", "0"]
+        command += ["--silent"] if kind == "responder-silent" else []
     else:
         command = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0"]
         command += ["--backend", "fixed", "--api-key", KEY, "--max-queue", "100000"]
@@ -195,7 +225,7 @@ def server(kind: str) -> Iterator[str]:
             line = process.stdout.readline()
             if not line.startswith("listening on "):
                 raise RuntimeError(f"{kind} did not start: {line!r}")
-            yield line.split()[-1]
+            yield Server(line.split()[-1], process.pid)
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -218,9 +248,11 @@ def median_run(runs: list[Run]) -> Run:
 
 def row(server_kind: str, client: str, k: int, run: Run) -> str:
     timeouts = f"{run.timeouts:>8}" if client == "legacy" else f"{'':>8}"
+    server_cpu = f"{run.server_cpu_us:>8.1f}" if run.server_cpu else f"{'':>8}"
     return (
         f"{server_kind:<10} {client:<9} {k:>6} {run.tasks:>7} {run.rate:>9.0f} "
-        f"{run.percentile(0.5):>8.1f} {run.percentile(0.99):>8.1f} {run.cpu_us:>8.1f}{timeouts}"
+        f"{run.percentile(0.5):>8.1f} {run.percentile(0.99):>8.1f} {run.cpu_us:>8.1f}"
+        f"{server_cpu}{timeouts}"
     )
 
 
@@ -229,54 +261,124 @@ def totals(k: int, scale: float) -> int:
     return max(int(base * scale), 2 * k)
 
 
+CLIENTS: dict[str, Callable[[str, int, int], Awaitable[Run]]] = {
+    "floor": floor,
+    "orch run": orch_run,
+    "orch map": orch_map,
+}
+Summary = dict[tuple[str, str], Run]
+
+
+def measure(srv: Server, name: str, total: int, k: int) -> Run:
+    """One run of a client, with the server's CPU over it."""
+    cpu = srv.cpu()
+    run = asyncio.run(CLIENTS[name](srv.url, total, k))
+    run.server_cpu = srv.cpu() - cpu
+    return run
+
+
+def throughput(args: argparse.Namespace, scale: float, repeats: int, summary: Summary) -> None:
+    header = f"{'server':<10} {'client':<9} {'K':>6} {'tasks':>7} {'tasks/s':>9} "
+    print(header + f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us':>8} {'srv us':>8} {'timeouts':>8}")
+    for server_kind in ("responder", "reference"):
+        with server(server_kind) as srv:
+            for k in (1, 64, 1024, 10_000):
+                runs: dict[str, list[Run]] = {name: [] for name in CLIENTS}
+                for _ in range(repeats):  # interleaved: each client once per repeat
+                    for name in CLIENTS:
+                        runs[name].append(measure(srv, name, totals(k, scale), k))
+                for name in CLIENTS:
+                    summary[(server_kind, f"{name}@{k}")] = run = median_run(runs[name])
+                    print(row(server_kind, name, k, run), flush=True)
+                if args.has_legacy and k <= 1024:
+                    run = legacy(args.legacy_python, srv.url, k, args.legacy_cap)
+                    summary[(server_kind, f"legacy@{k}")] = run
+                    print(row(server_kind, "legacy", k, run), flush=True)
+
+
+def memory_rows(counts: tuple[int, ...]) -> dict[tuple[str, int], float]:
+    """Bytes per in-flight task for each shape of client (see bench/memory.py)."""
+    print(f"{'client':<14} {'in flight':>9} {'bytes/task':>11} {'x floor lanes':>14}")
+    held: dict[tuple[str, int], float] = {}
+    with server("responder-silent") as srv:
+        for n in counts:
+            for shape in SHAPES:
+                held[(shape, n)] = per_task = asyncio.run(bytes_per_task(srv.url, shape, n))
+                ratio = per_task / held[("floor lanes", n)]
+                print(f"{shape:<14} {n:>9} {per_task:>11.0f} {ratio:>13.2f}x", flush=True)
+    return held
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks and one repeat")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--soak", type=int, metavar="N", help="also run N tasks, print RSS")
     parser.add_argument("--legacy-python", default=str(ROOT / ".legacy-venv" / "bin" / "python"))
     parser.add_argument("--legacy-cap", type=float, default=10.0, help="seconds per legacy run")
     args = parser.parse_args()
     scale, repeats = (0.2, 1) if args.quick else (1.0, args.repeats)
-    has_legacy = Path(args.legacy_python).exists()
+    args.has_legacy = Path(args.legacy_python).exists()
     _pin(os.getpid(), 0)
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; client on core 0,")
-    print(f"server on core 1; median of {repeats} run(s); legacy SDK: {has_legacy}")
+    print(
+        f"server on core 1; median of {repeats} interleaved run(s); legacy SDK: {args.has_legacy}"
+    )
     print()
-    header = f"{'server':<10} {'client':<9} {'K':>6} {'tasks':>7} {'tasks/s':>9} "
-    print(header + f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us':>8} {'timeouts':>8}")
-    clients = {"floor": floor, "orch run": orch_run, "orch map": orch_map}
-    summary: dict[tuple[str, str], Run] = {}
-    for server_kind in ("responder", "reference"):
-        with server(server_kind) as url:
-            for k in (1, 64, 1024, 10_000):
-                for name, client in clients.items():
-                    runs = [asyncio.run(client(url, totals(k, scale), k)) for _ in range(repeats)]
-                    summary[(server_kind, f"{name}@{k}")] = run = median_run(runs)
-                    print(row(server_kind, name, k, run), flush=True)
-                if has_legacy and k <= 1024:
-                    run = legacy(args.legacy_python, url, k, args.legacy_cap)
-                    summary[(server_kind, f"legacy@{k}")] = run
-                    print(row(server_kind, "legacy", k, run), flush=True)
+    summary: Summary = {}
+    throughput(args, scale, repeats, summary)
     print()
-    verdict(summary, has_legacy)
+    held = memory_rows((2_000, 20_000) if args.quick else (10_000, 100_000))
+    series = None
+    if args.soak:
+        print()
+        print(f"soak: {args.soak} tasks through orch.map, 1,024 in flight, against the responder")
+        with server("responder") as srv:
+            series = asyncio.run(soak(srv.url, args.soak))
+    print()
+    verdict(summary, held, series, args.has_legacy)
 
 
-def verdict(summary: dict[tuple[str, str], Run], has_legacy: bool) -> None:
-    """Print the targets at K = 1,024 against the responder."""
-    base = summary[("responder", "floor@1024")]
+def _line(text: str, ratio: float, target: float, at_most: bool = True) -> None:
+    met = ratio <= target if at_most else ratio >= target
+    bound = "<=" if at_most else ">="
+    print(f"{text}: {ratio:.2f} (target {bound} {target:g}): {'met' if met else 'NOT met'}")
+
+
+def verdict(
+    summary: Summary,
+    held: dict[tuple[str, int], float],
+    series: list[tuple[int, float, float]] | None,
+    has_legacy: bool,
+) -> None:
+    """Print each target as a ratio measured in this run."""
+    floor_1024 = summary[("responder", "floor@1024")]
+    floor_1 = summary[("responder", "floor@1")]
     for name in ("orch run", "orch map"):
         run = summary[("responder", f"{name}@1024")]
-        ratio = run.cpu_us / base.cpu_us
-        status = "met" if ratio <= 1.5 else "NOT met"
-        print(f"{name} @1024: CPU/task {ratio:.2f}x the floor's (target <= 1.5x): {status}")
+        _line(f"{name} @1024: CPU/task, x the floor's", run.cpu_us / floor_1024.cpu_us, 1.0)
+        one = summary[("responder", f"{name}@1")]
+        p50 = one.percentile(0.5) / floor_1.percentile(0.5)
+        _line(f"{name} @1: latency p50, x the floor's", p50, 1.1)
         if has_legacy:
             speedup = run.rate / max(summary[("responder", "legacy@1024")].rate, 1e-9)
-            status = "met" if speedup >= 10 else "NOT met"
-            print(
-                f"{name} @1024: {speedup:.0f}x the legacy SDK's tasks/s (target >= 10x): {status}"
-            )
-    rates = [summary[("responder", f"floor@{k}")].rate for k in (64, 1024)]
-    print(f"floor tasks/s at 64 and 1,024 in flight: {statistics.mean(rates):.0f} (mean)")
+            _line(f"{name} @1024: tasks/s, x the legacy SDK's", speedup, 10, at_most=False)
+    for (shape, n), per_task in held.items():
+        if shape.startswith("orch"):
+            ratio = per_task / held[("floor lanes", n)]
+            _line(f"{shape} @{n}: bytes/task, x the floor's lanes", ratio, 2.0)
+    for k in (64, 1024):
+        ratio = (
+            summary[("reference", f"floor@{k}")].rate / summary[("responder", f"floor@{k}")].rate
+        )
+        _line(
+            f"reference server @{k}: tasks/s under the floor, x the responder's", ratio, 0.8, False
+        )
+    p99 = summary[("reference", "floor@1024")].percentile(0.99)
+    _line("reference server @1024: latency p99 under the floor, ms", p99, 150)
+    if series:
+        first, last = series[0][1], series[-1][1]
+        _line(f"soak: RSS at {series[-1][0]} tasks, x at {series[0][0]}", last / first, 1.1)
 
 
 if __name__ == "__main__":
