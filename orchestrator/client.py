@@ -222,7 +222,9 @@ class Orchestrator:
         """Submit a task and return its result (cancelling it if the caller is cancelled)."""
         handle = await self._submit(task, deadline)
         try:
-            return await handle.result()
+            while not handle.done():  # handle.result(), less a coroutine per task
+                await handle._wait()
+            return handle.result_nowait()
         finally:
             handle.cancel()  # a no-op once it finished
 

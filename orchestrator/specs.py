@@ -146,13 +146,12 @@ class _Generation(TaskSpec):
             rule = f"must be {SEED_MIN} to {SEED_MAX}: leave it out for a random seed"
             error = FieldError("seed", "seed", 0, rule)
             raise LocalProtocolError(f"invalid {NewTask.wire_name}", (error,))
-        options = {}
-        for name, value in zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True):
-            if value is not None:
-                # A table choice given by name (a str; ids are ints) becomes its id.
-                if type(value) is str and name in CHOICES:
-                    value = by_name(name, value, NewTask.wire_name)
-                options[name] = value
+        values = zip(_GENERATION_WIRE_NAMES, _generation_values(self), strict=True)
+        options = {name: value for name, value in values if value is not None}
+        for name in CHOICES:  # in wire order, so the first bad choice is the one named
+            # A table choice given by name (a str; ids are ints) becomes its id.
+            if type(value := options.get(name)) is str:
+                options[name] = by_name(name, value, NewTask.wire_name)
         return options
 
     def _request(self, task_uuid: str) -> TaskRequest:
