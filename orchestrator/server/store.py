@@ -42,6 +42,10 @@ class StoredImage:
         return EXTENSIONS[self.format]
 
 
+#: An ImageStore entry: (expires, uuid, data, format, width, height, prompt, seed).
+_Entry = tuple[float, str, bytes, str, int, int, str | None, int | None]
+
+
 class ImageStore:
     """Images by imageUUID, each kept for ``ttl`` seconds, at most ``max_bytes`` in all.
 
@@ -54,7 +58,10 @@ class ImageStore:
         self._ttl = ttl
         self._max_bytes = max_bytes
         self._clock = clock
-        self._images: OrderedDict[str, tuple[float, StoredImage]] = OrderedDict()
+        # Each entry is a plain tuple of plain values, expiry first, not the StoredImage:
+        # the cyclic collector stops tracking such tuples, so a store of a million images
+        # costs its full passes next to nothing (it walks every dataclass, each pass).
+        self._images: OrderedDict[str, _Entry] = OrderedDict()
         self._bytes = 0
 
     def __len__(self) -> int:
@@ -68,7 +75,16 @@ class ImageStore:
     def put(self, image: StoredImage) -> None:
         """Store (or refresh) an image."""
         self.discard(image.uuid)
-        self._images[image.uuid] = (self._clock() + self._ttl, image)
+        self._images[image.uuid] = (
+            self._clock() + self._ttl,
+            image.uuid,
+            image.data,
+            image.format,
+            image.width,
+            image.height,
+            image.prompt,
+            image.seed,
+        )
         self._bytes += len(image.data)
         while self._bytes > self._max_bytes and len(self._images) > 1:
             self.discard(next(iter(self._images)))
@@ -81,21 +97,21 @@ class ImageStore:
         if entry[0] <= self._clock():
             self.discard(image_uuid.lower())
             return None
-        return entry[1]
+        return StoredImage(*entry[1:])
 
     def discard(self, image_uuid: str) -> None:
         """Forget an image if held."""
         entry = self._images.pop(image_uuid, None)
         if entry is not None:
-            self._bytes -= len(entry[1].data)
+            self._bytes -= len(entry[2])
 
     def sweep(self) -> int:
         """Drop expired images (oldest first); return how many went."""
         now, dropped = self._clock(), 0
         # Insertion order is expiry order (one ttl for all), so stop at the first live one.
         while self._images:
-            key, (expires, _) = next(iter(self._images.items()))
-            if expires > now:
+            key, entry = next(iter(self._images.items()))
+            if entry[0] > now:
                 break
             self.discard(key)
             dropped += 1
