@@ -7,8 +7,13 @@ measures the floor beside the orchestrator, so every figure is a ratio to a floo
 moments before it on the same machine. Prints each round, then the medians and the
 ratio of the two trees' medians (below 1.0: this tree spends less CPU per task).
 
+With ``--server`` it compares the two trees' reference servers instead (``orchestrator serve
+--backend fixed --workers 1``, from each tree), with the responder in the same rounds, under
+the floor at K = 64 and 1,024: tasks/s as a ratio to the responder's, p99, server CPU per task.
+
 Run: python bench/compare.py BASELINE_TREE [--rounds 7] [--in-flight 1024] [--tasks 20000]
-(e.g. ``git worktree add /tmp/base HEAD~1`` or ``git archive REV | tar -x -C /tmp/base``).
+[--server] (e.g. ``git worktree add /tmp/base HEAD~1``, or
+``git archive REV | tar -x -C /tmp/base``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ("orch run", "orch map")
@@ -59,6 +65,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--in-flight", type=int, default=1024)
     parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--server", action="store_true", help="compare the servers instead")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -68,6 +75,10 @@ def main() -> None:
         parser.error("give the baseline tree")
     sys.path.insert(0, str(ROOT / "bench"))
     import throughput
+
+    if args.server:
+        compare_servers(throughput, args.baseline, args.rounds)
+        return
 
     trees = {"this": ROOT, "baseline": args.baseline}
     ratios: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CLIENTS} for t in trees}
@@ -92,6 +103,32 @@ def main() -> None:
             f"{client}: median {this:.3f}x the floor (baseline {base:.3f}x); "
             f"this / baseline = {this / base:.3f}"
         )
+
+
+def compare_servers(throughput: Any, baseline: Path, rounds: int) -> None:
+    """Each tree's reference server and the responder under the floor at K = 64 and 1,024,
+    in turn each round: medians of tasks/s (and its ratio to the responder's), p99 and the
+    server's CPU per task."""
+    kinds = {"responder": None, "this": ROOT, "baseline": baseline}
+    figures: dict[tuple[str, int], list[Any]] = {}
+    throughput._pin(os.getpid(), 0)
+    for _ in range(rounds):
+        for name, tree in kinds.items():
+            with throughput.server("responder" if tree is None else "reference", tree) as srv:
+                for k, total in ((64, 20_000), (1024, 30_000)):
+                    run = throughput.measure(srv, "floor", total, k)
+                    figures.setdefault((name, k), []).append(run)
+    for k in (64, 1024):
+        base = statistics.median(r.rate for r in figures[("responder", k)])
+        for name in kinds:
+            runs = figures[(name, k)]
+            rate = statistics.median(r.rate for r in runs)
+            p99 = statistics.median(r.percentile(0.99) for r in runs)
+            cpu = statistics.median(r.server_cpu_us for r in runs)
+            print(
+                f"K={k:<5} {name:<9} {rate:8.0f} tasks/s {rate / base:5.2f}x the responder  "
+                f"p99 {p99:6.1f} ms  server {cpu:6.1f} us/task"
+            )
 
 
 if __name__ == "__main__":

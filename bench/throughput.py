@@ -208,9 +208,9 @@ class Server:
 
 
 @contextmanager
-def server(kind: str) -> Iterator[Server]:
-    """Start the responder (``--silent`` too) or the reference server in its own process,
-    on core 1."""
+def server(kind: str, tree: Path | None = None) -> Iterator[Server]:
+    """Start the responder (``--silent`` too) or the reference server (from ``tree`` when
+    given) in its own process, on core 1."""
     if kind.startswith("responder"):
         command = [sys.executable, str(ROOT / "bench" / "responder.py"), "--port", "0"]
         command += ["--silent"] if kind == "responder-silent" else []
@@ -218,7 +218,9 @@ def server(kind: str) -> Iterator[Server]:
         command = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0"]
         command += ["--backend", "fixed", "--api-key", KEY, "--max-queue", "100000"]
         command += ["--workers", "1"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+    # ``python -m`` puts its working directory first on sys.path: run it in the tree.
+    env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=tree) as process:
         try:
             _pin(process.pid, 1)
             assert process.stdout is not None
