@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from PIL import Image
+from procstat import cpu_seconds, rss_mib
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,18 +64,6 @@ def server(tree: Path, *extra: str) -> Iterator[tuple[str, int]]:
             process.wait(30)
             if process.stdout is not None:
                 process.stdout.close()
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # -- a raw WebSocket client that reads only when told to ------------------------------------

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 
 import orjson
+from procstat import rss_mib
 from websockets.asyncio.client import ClientConnection, connect
 
 from orchestrator import Config, Limits, Orchestrator, TaskHandle, TextToImage
@@ -131,14 +132,6 @@ async def _measure(
 # -- soak ------------------------------------------------------------------------------------
 
 
-def rss_mib() -> float:
-    """This process's resident set, MiB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def soak(url: str, total: int, in_flight: int = 1024) -> list[tuple[int, float, float]]:
     """Run ``total`` tasks through ``orch.map``; (tasks done, RSS MiB, seconds) at each tenth."""
     step = max(total // 10, 1)
@@ -155,6 +148,6 @@ async def soak(url: str, total: int, in_flight: int = 1024) -> list[tuple[int, f
         async for _ in orch.map(tasks(), concurrency=in_flight):
             done += 1
             if done % step == 0:
-                series.append((done, rss_mib(), time.perf_counter() - start))
+                series.append((done, rss_mib(os.getpid()), time.perf_counter() - start))
                 print(f"  soak: {done:>9} tasks  RSS {series[-1][1]:7.1f} MiB", flush=True)
     return series

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import orjson
 from memory import SHAPES, bytes_per_task, soak
+from procstat import cpu_seconds
 from websockets.asyncio.client import connect
 
 from orchestrator import Config, Limits, Orchestrator, TextToImage
@@ -199,12 +200,11 @@ class Server:
     pid: int
 
     def cpu(self) -> float:
-        """The server process's CPU seconds so far (Linux; 0 elsewhere)."""
+        """The server process's CPU seconds so far (0 where /proc does not tell)."""
         try:
-            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return cpu_seconds(self.pid)
         except OSError:
             return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager
