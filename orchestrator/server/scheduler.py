@@ -222,7 +222,7 @@ class Scheduler:
             # Fetched before it queues: a guide that trickles in holds no worker.
             assert self._tg is not None, "Scheduler.start() was not called"
             self._fetching.add(record)
-            self._tg.start_soon(self._fetch_then_queue, session.uuid, record)
+            self._tg.start_soon(self._fetch_then_queue, session.uuid, record, task)
         else:
             self._queue.put(session.uuid, record)
 
@@ -323,9 +323,11 @@ class Scheduler:
                 if not self._running:
                     self._idle.set()
 
-    async def _fetch_then_queue(self, lane: str, record: TaskRecord) -> None:
+    async def _fetch_then_queue(self, lane: str, record: TaskRecord, task: TaskRequest) -> None:
+        # ``task`` is given, not read from the record: a cancel may finish the record (and
+        # let go of its request) before this starts.
         try:
-            fetched = await self._fetch_guides(record.request)
+            fetched = await self._fetch_guides(task)
         except JobError as exc:
             self._fail(record, exc.error_id, exc.message)
             return
@@ -338,7 +340,7 @@ class Scheduler:
     async def _execute(self, record: TaskRecord) -> None:
         sources = record.sources
         job = Job(
-            record.request,
+            record.live_request,
             seed=record.seed,
             first=record.first,
             sources=sources,
@@ -390,7 +392,7 @@ class Scheduler:
         self._delivery.results(record, [result])
 
     async def _store_image(self, record: TaskRecord, output: ImageOutput) -> Result:
-        task = record.request
+        task = record.live_request
         stored = StoredImage(
             image_uuid_for(record.uuid, output.index, record.key_id),
             output.data,
@@ -455,6 +457,7 @@ class Scheduler:
         record.session.active.discard(record.uuid)
         self._active_total -= 1
         self._finished.append(record)
+        record.request = None  # a replay needs only its kind (see TaskRecord)
 
     # -- stopping and housekeeping --
 

@@ -168,17 +168,33 @@ class TaskRecord:
 
     uuid: str
     key_id: str
-    request: TaskRequest
+    # The request, until the task finishes: a finished record is kept for the retention
+    # window (thousands a second of them) and its frames need only ``kind`` and
+    # ``total_available``; the model would cost ~1 KB and three objects for the collector.
+    request: TaskRequest | None
     session: ServerSession
     seed: int = 1
     first: int = 0  # results the cache served
     cache_key: bytes | None = None  # its ResultCache digest (newTask only)
-    total_available: int | None = None
+    total_available: int | None = None  # newTask: totalAvailableResults (numberResults if unset)
     state: TaskState = TaskState.QUEUED
     results: list[Result] = field(default_factory=list)
     error: tuple[int, str] | None = None  # (errorId, errorMessage) once FAILED
     finished_at: float | None = None
     sources: dict[str, SourceImage] = field(default_factory=dict)  # until a worker takes it
+    kind: type[TaskRequest] = field(init=False)  # the request's message type
+
+    def __post_init__(self) -> None:
+        assert self.request is not None, "a record starts with its request"
+        self.kind = type(self.request)
+        if isinstance(self.request, NewTask) and self.total_available is None:
+            self.total_available = self.request.number_results
+
+    @property
+    def live_request(self) -> TaskRequest:
+        """The request of a task that has not finished."""
+        assert self.request is not None, f"task {self.uuid} has finished"
+        return self.request
 
     @property
     def is_finished(self) -> bool:
@@ -214,27 +230,26 @@ def result_message(
     that negotiated it and ``imageBase64Data`` for tasks that asked (``inline`` maps an
     imageUUID to its base64).
     """
-    request, uuid = record.request, record.uuid
-    if isinstance(request, PromptEnhance | ReverseImageClip):
+    kind, uuid = record.kind, record.uuid
+    if issubclass(kind, PromptEnhance | ReverseImageClip):
         texts = tuple(
             Text(task_uuid=uuid, text=r.text) for r in results if isinstance(r, TextResult)
         )
-        cls = PromptEnhancer if isinstance(request, PromptEnhance) else ReverseClip
+        cls = PromptEnhancer if issubclass(kind, PromptEnhance) else ReverseClip
         return cls(texts=texts)
-    if isinstance(request, NewImageUpload | PreProcessControlNetRequest):
+    if issubclass(kind, NewImageUpload | PreProcessControlNetRequest):
         (reply,) = results
         assert isinstance(reply, ReplyResult)
         return _reply_message(record, reply, inline)
     images = tuple(
         _image(uuid, r, extensions, inline) for r in results if isinstance(r, ImageResult)
     )
-    if isinstance(request, UpscaleGanRequest):
+    if issubclass(kind, UpscaleGanRequest):
         return UpscaleGanResult(images=images)
-    if isinstance(request, RemoveBackgroundRequest):
+    if issubclass(kind, RemoveBackgroundRequest):
         return RemoveBackgroundResult(images=images)
-    assert isinstance(request, NewTask)
-    total = request.number_results if record.total_available is None else record.total_available
-    return NewImages(images=images, total_available_results=total)
+    assert issubclass(kind, NewTask)
+    return NewImages(images=images, total_available_results=record.total_available)
 
 
 def result_frame(
@@ -249,8 +264,7 @@ def result_frame(
     dicts in the models' field order (tests compare it with the models' encoding); the
     other task types go through the models.
     """
-    request = record.request
-    if not isinstance(request, NewTask) or not all(type(r) is ImageResult for r in results):
+    if record.kind is not NewTask or not all(type(r) is ImageResult for r in results):
         return encode(result_message(record, results, extensions, inline))
     uuid, with_seed = record.uuid, "seed" in extensions
     images = []
@@ -270,7 +284,7 @@ def result_frame(
         if with_seed and r.seed is not None:
             image["seed"] = r.seed
         images.append(image)
-    total = request.number_results if record.total_available is None else record.total_available
+    total = record.total_available
     return dumps({"newImages": {"images": images, "totalAvailableResults": total}})
 
 
@@ -296,7 +310,7 @@ def _image(
 def _reply_message(
     record: TaskRecord, reply: ReplyResult, inline: dict[str, str]
 ) -> NewUploadedImageUUID | PreProcessControlNetResult:
-    if not isinstance(record.request, PreProcessControlNetRequest):
+    if not issubclass(record.kind, PreProcessControlNetRequest):
         return NewUploadedImageUUID(
             new_image_uuid=reply.image_uuid, new_image_src=reply.src, task_uuid=record.uuid
         )
