@@ -156,6 +156,7 @@ class Connection:
         self._resent, self._pong = anyio.Event(), anyio.Event()
         self._pings = self._pongs = 0  # on this socket
         self._wake = anyio.Event()
+        self._stream: Stream | None = None  # while OPEN: the socket _write may use at once
         self._silent_intervals = 0
         self._last_frame_at = 0.0
 
@@ -223,6 +224,11 @@ class Connection:
 
     def _write(self, frame: bytes) -> None:
         if self.state is ConnectionState.OPEN:
+            # At once when the stream can (see Stream.send_now), behind nothing queued;
+            # else the writer sends it with whatever else this turn queues.
+            stream = self._stream
+            if not self._outbox and stream is not None and stream.send_now(frame):
+                return
             self._outbox.append(frame)
             self._wake.set()
 
@@ -314,6 +320,7 @@ class Connection:
         self._last_frame_at = self._clock.now()
         log.debug("open %s session=%s resumed=%s", self.endpoint, auth.session_uuid, auth.resumed)
         reason: list[BaseException] = []
+        self._stream = stream
         try:
             async with anyio.create_task_group() as tg:
                 guard = _guard(tg, reason)
@@ -332,6 +339,7 @@ class Connection:
         finally:
             if self.state is not ConnectionState.CLOSED:
                 self._went_down(reason[0] if reason else None)
+            self._stream = None
             self.session.connection_lost()
             self._outbox.clear()
             with anyio.CancelScope(shield=True):

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -246,3 +247,21 @@ async def test_close_gives_up_on_a_peer_that_never_answers() -> None:
             await stream.aclose()  # returns after the close timeout, the socket dropped
             await eof.wait()
         tg.cancel_scope.cancel()
+
+
+async def test_send_now_writes_the_first_frame_of_a_turn_and_leaves_the_rest_to_send() -> None:
+    async def echo(ws: ServerConnection) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async with server(echo) as url:
+        stream = await connect(url)
+        assert stream.send_now(b'{"n":1}')  # written at once: a lone frame waits for nothing
+        assert not stream.send_now(b'{"n":2}')  # the same turn: batched by send() instead
+        await stream.send([b'{"n":2}'])
+        await anyio.lowlevel.checkpoint()  # a new turn of the loop
+        assert stream.send_now(b'{"n":3}')
+        assert await receive_n(stream, 3) == [b'{"n":1}', b'{"n":2}', b'{"n":3}']
+        await stream.aclose()
+        await anyio.lowlevel.checkpoint()
+        assert not stream.send_now(b'{"n":4}')  # closed: nothing is sent

@@ -43,6 +43,14 @@ class Endpoint:
             raise ConnectionClosed("the memory socket is closed") from exc
         await anyio.lowlevel.checkpoint()
 
+    def send_now(self, frame: bytes) -> bool:
+        # Nothing to batch in memory: every frame may go at once.
+        try:
+            self._outgoing.send_nowait(frame)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return False
+        return True
+
     async def receive(self) -> list[bytes]:
         try:
             frames = [await self._incoming.receive()]
