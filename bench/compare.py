@@ -10,9 +10,12 @@ ratio of the two trees' medians (below 1.0: this tree spends less CPU per task).
 With ``--server`` it compares the two trees' reference servers instead (``orchestrator serve
 --backend fixed --workers 1``, from each tree), with the responder in the same rounds, under
 the floor at K = 64 and 1,024: tasks/s as a ratio to the responder's, p99, server CPU per task.
+``--held N`` adds, per tree, N runs of 30,000 tasks at K = 1,024 one after another on one
+server, which keeps every finished task for its retention window as a long-running server
+does: the series shows what the held tasks cost (the collector walks what it tracks).
 
 Run: python bench/compare.py BASELINE_TREE [--rounds 7] [--in-flight 1024] [--tasks 20000]
-[--server] (e.g. ``git worktree add /tmp/base HEAD~1``, or
+[--server [--held 8]] (e.g. ``git worktree add /tmp/base HEAD~1``, or
 ``git archive REV | tar -x -C /tmp/base``).
 """
 
@@ -66,6 +69,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=1024)
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--server", action="store_true", help="compare the servers instead")
+    parser.add_argument("--held", type=int, default=0, help="with --server: runs on one server")
     parser.add_argument("--child", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -78,6 +82,8 @@ def main() -> None:
 
     if args.server:
         compare_servers(throughput, args.baseline, args.rounds)
+        if args.held:
+            held_series(throughput, args.baseline, args.held)
         return
 
     trees = {"this": ROOT, "baseline": args.baseline}
@@ -129,6 +135,19 @@ def compare_servers(throughput: Any, baseline: Path, rounds: int) -> None:
                 f"K={k:<5} {name:<9} {rate:8.0f} tasks/s {rate / base:5.2f}x the responder  "
                 f"p99 {p99:6.1f} ms  server {cpu:6.1f} us/task"
             )
+
+
+def held_series(throughput: Any, baseline: Path, runs: int) -> None:
+    """Each tree's server, ``runs`` runs of 30,000 tasks at K = 1,024 in a row, twice,
+    trees alternating: tasks/s, p99 and server CPU per task of each run."""
+    for tree in (ROOT, baseline, ROOT, baseline):
+        name = "this" if tree == ROOT else "baseline"
+        with throughput.server("reference", tree) as srv:
+            series = [throughput.measure(srv, "floor", 30_000, 1024) for _ in range(runs)]
+        rates = " ".join(f"{r.rate:5.0f}" for r in series)
+        p99s = " ".join(f"{r.percentile(0.99):4.0f}" for r in series)
+        cpus = " ".join(f"{r.server_cpu_us:4.0f}" for r in series)
+        print(f"held {name:<9} tasks/s {rates} | p99 ms {p99s} | server us/task {cpus}")
 
 
 if __name__ == "__main__":

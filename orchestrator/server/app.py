@@ -118,6 +118,12 @@ class ReferenceServer:
         self._pusher = Pusher(
             allow_private=config.allow_private_uploads, retries=config.upload_retries
         )
+        self._sessions = Sessions(
+            KeyRing(keys),
+            clock=clock,
+            on_resume=lambda session, tasks: self._scheduler.replay_session(session, tasks),
+            on_forget=lambda session: self._scheduler.forget_session(session),
+        )
         self._scheduler = Scheduler(
             config,
             backend=backend or BACKENDS[config.backend](),
@@ -125,12 +131,7 @@ class ReferenceServer:
             pusher=self._pusher,
             clock=clock,
             src=self._hosting.src,
-        )
-        self._sessions = Sessions(
-            KeyRing(keys),
-            clock=clock,
-            on_resume=self._scheduler.replay_session,
-            on_forget=self._scheduler.forget_session,
+            find_session=self._sessions.get,
         )
         self._connections: set[Connection] = set()
         self._connections_changed = asyncio.Event()

@@ -9,7 +9,7 @@ inline carry their bytes as base64, read from the store.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from protocol import encode
 
@@ -43,8 +43,11 @@ class Delivery:
         if record.error is not None:
             self.error(record)
 
-    def continue_replay(self, session: ServerSession, tasks: Mapping[str, TaskRecord]) -> None:
-        """Go on with a resumed session's replay (``session.replay``) of its ``tasks``.
+    def continue_replay(
+        self, session: ServerSession, owned: Callable[[str], TaskRecord | None]
+    ) -> None:
+        """Go on with a resumed session's replay (``session.replay``); ``owned`` gives the
+        record of a taskUUID that the session still owns.
 
         A replay goes out as fast as the socket takes it: it stops while the outbox is
         congested and goes on when it drains, so it cannot overflow a slow reader."""
@@ -52,8 +55,8 @@ class Delivery:
         while session.replay and conn is not None and not conn.congested:
             task_uuid, done = session.replay.popleft()
             session.undelivered.discard(task_uuid)  # a frame lost again puts it back
-            record = tasks.get(task_uuid)
-            if record is None or record.session is not session:
+            record = owned(task_uuid)
+            if record is None:
                 continue
             # One result per frame, so that no frame holds a whole task's images.
             results = record.results

@@ -27,6 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Final
 
 import anyio
@@ -79,6 +80,7 @@ from .state import (
     output_format,
 )
 from .store import ImageStore, ResultCache, StoredImage
+from .tasks import TaskTable
 
 __all__ = ["Scheduler"]
 
@@ -146,6 +148,7 @@ class Scheduler:
         pusher: Pusher,
         clock: Callable[[], float],
         src: Callable[[StoredImage], str],
+        find_session: Callable[[str], ServerSession | None],
     ) -> None:
         self._config = config
         self._backend = backend
@@ -156,7 +159,7 @@ class Scheduler:
         self._pusher = pusher
         self._clock = clock
         self._src = src
-        self._tasks: dict[str, dict[str, TaskRecord]] = {}
+        self._tasks = TaskTable(find_session)
         self._queue = FairQueue()
         self._active_total = 0
         self._running: set[TaskRecord] = set()
@@ -164,7 +167,6 @@ class Scheduler:
         self._idle.set()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
         self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
-        self._finished: deque[TaskRecord] = deque()  # in the order they finished, to sweep
         self._tg: anyio.abc.TaskGroup | None = None
         self.closing = False
 
@@ -190,10 +192,9 @@ class Scheduler:
     ) -> None:
         """Adopt, refuse or queue a task request (see the module docstring), in one step:
         no other frame can come between the dedupe and the queueing."""
-        tasks = self._tasks.setdefault(session.key_id, {})
-        record = tasks.get(task.task_uuid)
-        if record is not None:
-            self._adopt(record, session)
+        known = self._tasks.claim(session.key_id, task.task_uuid, session)
+        if known is not None:
+            self._adopt(*known, session)
             return
         refs = image_references(task)
         refusal = (
@@ -211,7 +212,7 @@ class Scheduler:
         if seed is None:  # derived, so a retried task gives the same pixels
             seed = seed_for_task(task.task_uuid)
         record = TaskRecord(task.task_uuid, session.key_id, task, session, seed, sources=sources)
-        tasks[task.task_uuid] = record
+        self._tasks.add(record)
         session.active.add(task.task_uuid)
         self._active_total += 1
         if isinstance(task, NewTask):
@@ -226,13 +227,14 @@ class Scheduler:
         else:
             self._queue.put(session.uuid, record)
 
-    def _adopt(self, record: TaskRecord, session: ServerSession) -> None:
+    def _adopt(
+        self, record: TaskRecord, previous: ServerSession | None, session: ServerSession
+    ) -> None:
         # A known taskUUID: never generated twice; its results so far go to the asker.
-        previous = record.session
         if previous is not session:
-            previous.active.discard(record.uuid)
-            previous.undelivered.discard(record.uuid)
-            record.session = session
+            if previous is not None:
+                previous.active.discard(record.uuid)
+                previous.undelivered.discard(record.uuid)
             if not record.is_finished:
                 session.active.add(record.uuid)
         self._delivery.everything(record)
@@ -262,8 +264,8 @@ class Scheduler:
 
     def cancel(self, session: ServerSession, task_uuid: str) -> None:
         """The session's ``cancelTask``: fail the task if it has not finished."""
-        record = self._tasks.get(session.key_id, {}).get(task_uuid)
-        if record is not None and not record.is_finished:
+        record = self._tasks.live(session.key_id, task_uuid)
+        if record is not None:
             # A queued record is skipped when a worker reaches it; a running one stops at its
             # next step (the backend sees the record finished).
             self._fail(record, ErrorId.TASK_CANCELLED, "the task was cancelled")
@@ -288,7 +290,9 @@ class Scheduler:
         self._continue_replay(session)
 
     def _continue_replay(self, session: ServerSession) -> None:
-        self._delivery.continue_replay(session, self._tasks.get(session.key_id, {}))
+        key_id = session.key_id
+        owned = partial(self._tasks.owned, key_id, session=session)
+        self._delivery.continue_replay(session, owned)
 
     # -- running tasks --
 
@@ -456,8 +460,7 @@ class Scheduler:
         record.finished_at = self._clock()
         record.session.active.discard(record.uuid)
         self._active_total -= 1
-        self._finished.append(record)
-        record.request = None  # a replay needs only its kind (see TaskRecord)
+        self._tasks.finish(record)
 
     # -- stopping and housekeeping --
 
@@ -476,18 +479,6 @@ class Scheduler:
     def sweep(self, now: float, retention: float) -> None:
         """Forget tasks finished more than ``retention`` seconds ago, then expired images
         and the cache entries that named them."""
-        # Records finish in clock order, so the oldest are at the front: a sweep costs what
-        # it removes, not every record held (a full scan would stall the loop at scale).
-        finished = self._finished
-        while finished:
-            record = finished[0]
-            assert record.finished_at is not None
-            if now - record.finished_at <= retention:
-                break
-            finished.popleft()
-            tasks = self._tasks.get(record.key_id, {})
-            if tasks.get(record.uuid) is record:
-                del tasks[record.uuid]
-                record.session.undelivered.discard(record.uuid)
+        self._tasks.sweep(now, retention)
         self._store.sweep()
         self._cache.sweep()

@@ -46,6 +46,10 @@ class Sessions:
         self._on_forget = on_forget
         self._sessions: dict[str, ServerSession] = {}
 
+    def get(self, session_uuid: str) -> ServerSession | None:
+        """The session of ``session_uuid``, if it is still kept."""
+        return self._sessions.get(session_uuid)
+
     def authenticate(self, conn: Connection, message: NewConnection) -> None:
         """Attach a new or resumed session to ``conn``, or refuse the key or the session."""
         key_id = self._keys.identify(message.api_key)

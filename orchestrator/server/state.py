@@ -10,7 +10,8 @@ which tasks produced results, and a resume with its ``connectionSessionUUID`` (s
 only) replays them. A session detached longer than the retention window is forgotten.
 
 A **task record** is keyed by (API key, taskUUID) and lives from acceptance until the
-retention window after it finished. It belongs to the session that last submitted it:
+retention window after it finished (frozen, then: see :mod:`.tasks`). It belongs to the
+session that last submitted it:
 
 1. QUEUED on acceptance (limits, images and quotas checked first; a refusal is an error
    frame and leaves no record, so the client may submit again later);
@@ -182,10 +183,11 @@ class TaskRecord:
     error: tuple[int, str] | None = None  # (errorId, errorMessage) once FAILED
     finished_at: float | None = None
     sources: dict[str, SourceImage] = field(default_factory=dict)  # until a worker takes it
-    kind: type[TaskRequest] = field(init=False)  # the request's message type
+    kind: type[TaskRequest] = NewTask  # the request's message type (set from the request)
 
     def __post_init__(self) -> None:
-        assert self.request is not None, "a record starts with its request"
+        if self.request is None:  # thawed from a finished entry, which gave its kind
+            return
         self.kind = type(self.request)
         if isinstance(self.request, NewTask) and self.total_available is None:
             self.total_available = self.request.number_results
