@@ -5,7 +5,7 @@ Everything that does I/O lives here; the wire protocol is the sans-I/O
 """
 
 from .client import Orchestrator
-from .config import Backoff, Config, Limits, Timeouts
+from .config import Backoff, Config, DeliverySettings, Limits, Timeouts
 from .errors import (
     AuthenticationError,
     ConnectError,
@@ -31,8 +31,10 @@ from .errors import (
 from .handle import TaskHandle
 from .records import Stats
 from .results import (
+    Delivery,
     Event,
     GeneratedImage,
+    ImageDelivered,
     ImageReady,
     Progress,
     TaskDone,
@@ -60,6 +62,7 @@ __all__ = [
     "Orchestrator",
     "Backoff",
     "Config",
+    "DeliverySettings",
     "Limits",
     "Timeouts",
     "Stats",
@@ -85,9 +88,11 @@ __all__ = [
     "UsageError",
     "ControlNetImage",
     "EnhancePrompt",
+    "Delivery",
     "Event",
     "GenerationOptions",
     "GeneratedImage",
+    "ImageDelivered",
     "ImageReady",
     "ImageToImage",
     "ImageToText",

@@ -1,8 +1,9 @@
 """The ``orchestrator`` command: generate images, run the reference server, check frames.
 
 Subcommands:
-    generate PROMPT  generate images and write them to a directory (embedded server by
-                     default; ``--endpoint URL --api-key KEY`` for a real one)
+    generate PROMPT  generate images and deliver them: to a directory (``--out``), and to
+                     ``--upload`` sinks (paths, ``http(s)://`` templates, ``s3://``); embedded
+                     server by default, ``--endpoint URL --api-key KEY`` for a real one
     serve            run the reference server (prints ``listening on ws://HOST:PORT`` first)
     check FILE       validate frames, one JSON object per line, as a peer would read them
 """
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
 
 from . import __version__
 from .client import Orchestrator
 from .errors import OrchestratorError
+from .results import GeneratedImage, TaskResult
 from .specs import TextToImage
 
 _DECODERS: dict[str, Callable[[bytes], Any]] = {
@@ -101,10 +104,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_generate(commands: Any) -> None:
-    generate = _command(commands, "generate", "generate images into a directory")
+    generate = _command(commands, "generate", "generate images and deliver them")
     generate.add_argument("prompt", help="what to draw")
     generate.add_argument("-n", "--number", type=int, default=1, help="images (numberResults)")
-    generate.add_argument("--out", type=Path, default=Path("out"), help="directory to write")
+    generate.add_argument(
+        "--out", help="directory (or path template) to write; default 'out' unless --upload"
+    )
+    generate.add_argument(
+        "--upload",
+        action="append",
+        default=[],
+        metavar="TEMPLATE",
+        help="a sink too (repeatable): a path, file://, http(s):// URL template or s3:// URI; "
+        "placeholders {task_uuid} {image_uuid} {index} {seed} {ext}",
+    )
+    generate.add_argument(
+        "--json", action="store_true", help="print a JSON line per image instead of its path"
+    )
     generate.add_argument(
         "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
     )
@@ -129,18 +145,37 @@ def _generate(args: argparse.Namespace) -> int:
     if args.endpoint and not args.api_key:
         print("error: --api-key is required with --endpoint", file=sys.stderr)
         return 2
+    out = args.out if args.out is not None or args.upload else "out"
+    sinks = ([out] if out is not None else []) + list(args.upload)
     try:
-        paths = anyio.run(_generate_async, args)
+        # Sinks are built (directories created and checked) before anything is sent.
+        orch = Orchestrator(args.endpoint or None, api_key=args.api_key, deliver_to=sinks)
+        result = anyio.run(_generate_async, orch, args)
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for path in paths:
-        print(path)
-    print(f"wrote {len(paths)} images to {args.out}", flush=True)
-    return 0
+    failed = 0
+    for image in result.images:
+        for delivery in image.deliveries:
+            if delivery.error is not None:
+                failed += 1
+                print(f"error: {_one_line(delivery.error)}", file=sys.stderr)
+        if args.json:
+            print(orjson.dumps(_image_line(args.prompt, image)).decode())
+        elif out is not None:
+            print(next((d.location for d in image.deliveries if d.sink == out and d.ok), ""))
+    summary = sys.stderr if args.json else sys.stdout  # --json: stdout is JSON lines only
+    if out is not None:
+        wrote = sum(d.ok for i in result.images for d in i.deliveries if d.sink == out)
+        print(f"wrote {wrote} images to {out}", file=summary)
+    if args.upload:
+        total = len(result.images) * len(args.upload)
+        stored = sum(d.ok for i in result.images for d in i.deliveries if d.sink != out)
+        print(f"delivered {stored} of {total} to --upload sinks", file=summary, flush=True)
+    return 1 if failed else 0
 
 
-async def _generate_async(args: argparse.Namespace) -> list[Path]:
+async def _generate_async(orch: Orchestrator, args: argparse.Namespace) -> TaskResult:
     task = TextToImage(
         prompt=args.prompt,
         negative_prompt=args.negative,
@@ -151,18 +186,27 @@ async def _generate_async(args: argparse.Namespace) -> list[Path]:
         steps=args.steps,
         return_base64_image=True,  # the bytes come with the result: no second request per image
     )
-    async with Orchestrator(args.endpoint or None, api_key=args.api_key) as orch:
-        result = await orch.run(task, deadline=args.deadline)
-    out = anyio.Path(args.out)
-    await out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for image in result.images:
-        data = image.data() or b""
-        suffix = ".png" if data.startswith(b"\x89PNG") else ".jpg"
-        path = out / f"{image.image_uuid}{suffix}"
-        await path.write_bytes(data)
-        paths.append(Path(path))
-    return paths
+    async with orch:
+        return await orch.run(task, deadline=args.deadline)
+
+
+def _image_line(prompt: str, image: GeneratedImage) -> dict[str, Any]:
+    stored = [
+        {"sink": d.sink, "location": d.location, "bytes": d.bytes, "sha256": d.sha256}
+        for d in image.deliveries
+        if d.ok
+    ]
+    failed = [{"sink": d.sink, "error": str(d.error)} for d in image.deliveries if not d.ok]
+    sha256 = next((d.sha256 for d in image.deliveries if d.sha256), None)
+    line = {
+        "prompt": prompt,
+        "seed": image.seed,
+        "imageUUID": image.image_uuid,
+        "taskUUID": image.task_uuid,
+        "sha256": sha256,
+        "stored": stored,
+    }
+    return line | ({"failed": failed} if failed else {})
 
 
 def _add_serve(commands: Any) -> None:

@@ -27,8 +27,10 @@ from anyio.abc import TaskGroup
 from protocol.codec import PreparedTask, prepare
 from protocol.identity import new_task_uuid
 from protocol.messages import ControlNet, TaskRequest
+from protocol.requests import upload_endpoint
 
 from .config import Config
+from .delivery import Deliverer, Sink
 from .errors import (
     InvalidState,
     LocalProtocolError,
@@ -77,6 +79,10 @@ class Orchestrator:
             ``orchestrator.testing.MemoryTransport``).
         clock: where time is read (default: the event loop's).
         rng: the randomness of backoff jitter.
+        deliver_to: sinks every task's images go to (a task's ``deliver_to`` replaces
+            them): ``s3://bucket/prefix/{...}``, ``http(s)://`` URL templates, ``file://``
+            or plain paths, or :mod:`orchestrator.delivery` sinks. Checked here: a bad
+            one raises UsageError naming it.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class Orchestrator:
         transport: Transport | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        deliver_to: Sequence[str | Path | Sink] = (),
     ) -> None:
         self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints or ())
         if self._endpoints and not api_key:
@@ -101,6 +108,11 @@ class Orchestrator:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._timers = Timers(self._clock)
+        if isinstance(deliver_to, str | Path | Sink):
+            deliver_to = [deliver_to]
+        self.deliverer = Deliverer(
+            deliver_to, self.config.delivery, clock=self._clock, rng=self._rng
+        )
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._pool: Pool | None = None
@@ -135,6 +147,8 @@ class Orchestrator:
         self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
         self._pool = pool
         await tg.start(self._timers.run)
+        self.deliverer.start(tg)
+        stack.push_async_callback(self.deliverer.aclose)
         for conn in pool.connections:
             await tg.start(conn.run)
         if pool.fatal_error is not None:
@@ -152,6 +166,7 @@ class Orchestrator:
         """Cancel every live task (TaskCancelled), close the sockets and the embedded server."""
         if self._pool is not None:
             self._pool.close()
+        self.deliverer.close()  # before the task group's cancel reaches its jobs
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         if self._stack is not None:
@@ -216,6 +231,13 @@ class Orchestrator:
                 f"not {type(task).__name__}"
             )
         handle = TaskHandle(prepared.task_uuid, task, pool)
+        if isinstance(task, TaskSpec):
+            own, metadata = task.deliver_to, task.metadata
+            upload = getattr(task, "upload_endpoint", None)
+        else:
+            own, metadata, upload = None, None, upload_endpoint(task)
+        if self.deliverer.sinks or own is not None or upload is not None:
+            handle.deliveries = self.deliverer.for_task(handle, own, metadata, upload)
         return handle, prepared, spec_image_refs(task)
 
     async def run(self, task: Task, *, deadline: float | None = None) -> TaskResult:

@@ -18,13 +18,17 @@ from .errors import UsageError
 #: errorIds the error table calls retryable.
 RETRYABLE_ERROR_IDS: frozenset[int] = frozenset(i for i, info in ERRORS.items() if info.retryable)
 
-__all__ = ["Backoff", "Config", "Limits", "Timeouts"]
+__all__ = ["Backoff", "Config", "DeliverySettings", "Limits", "Timeouts"]
 
 
-def _check_positive(obj: object, *, allow_zero: tuple[str, ...] = ()) -> None:
+def _check_positive(
+    obj: object, *, allow_zero: tuple[str, ...] = (), skip: tuple[str, ...] = ()
+) -> None:
     # Every field is a number of its declared kind (an int field takes no float, no field
     # takes a bool or a string), finite, and above its floor.
     for f in fields(obj):  # type: ignore[arg-type]
+        if f.name in skip:
+            continue
         value = getattr(obj, f.name)
         where = f"{type(obj).__name__}.{f.name} = {value!r}"
         integral = f.type in ("int", int)
@@ -96,6 +100,35 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeliverySettings:
+    """How the orchestrator delivers images to its sinks (``Orchestrator(deliver_to=...)``).
+
+    Attributes:
+        concurrency: uploads in flight at once, over every sink; also how many images'
+            bytes are held at once, so memory does not grow with the images delivered.
+            Separate from the task limits.
+        attempts: tries per upload, the first included; connection errors, timeouts, 408,
+            429 and 5xx are tried again, any other refusal is final.
+        backoff: the waits between attempts (with jitter).
+        retry_after_cap: the longest ``Retry-After`` honoured, in seconds.
+        timeout: seconds one attempt (or the fetch of an image's URL) may take in all.
+        max_image_bytes: the largest image fetched from its URL.
+    """
+
+    concurrency: int = 16
+    attempts: int = 5
+    backoff: Backoff = field(default_factory=lambda: Backoff(initial=0.5, maximum=30.0))
+    retry_after_cap: float = 60.0
+    timeout: float = 60.0
+    max_image_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        _check_positive(self, skip=("backoff",))
+        if not isinstance(self.backoff, Backoff):
+            raise UsageError(f"DeliverySettings.backoff = {self.backoff!r}: must be a Backoff")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """All of the orchestrator's settings.
 
@@ -107,6 +140,7 @@ class Config:
             backoff, until its deadline: by default those the error table calls retryable
             (queue full, server stopping). Add others to opt in (say 1005, an internal
             error), or pass ``frozenset()`` to fail at the first error.
+        delivery: how images are delivered to sinks (:class:`DeliverySettings`).
     """
 
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -115,6 +149,7 @@ class Config:
     extensions: frozenset[str] = KNOWN_EXTENSIONS
     compression: bool = False
     retry_error_ids: frozenset[int] = RETRYABLE_ERROR_IDS
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
 
     def __post_init__(self) -> None:
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.retry_error_ids):

@@ -165,12 +165,23 @@ class TaskTimeout(OrchestratorTimeout, TaskError):
 
 
 class UploadError(OrchestratorError):
-    """Pushing a finished binary to an upload endpoint failed.
+    """Delivering a finished image failed (or fetching it, or pushing it to an endpoint).
 
     Attributes:
         status_code: the HTTP status of the last attempt, or None when none was received.
+        sink: the sink it was going to (as configured), when there was one.
+        attempts: how many attempts were made.
     """
 
-    def __init__(self, message: str, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        sink: str | None = None,
+        attempts: int = 0,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.sink = sink
+        self.attempts = attempts

@@ -16,7 +16,17 @@ from protocol.messages import Image, NewUploadedImageUUID, PreProcessControlNetR
 from protocol.session import Progress
 
 from .errors import InvalidState, OrchestratorError, TaskCancelled
-from .results import Event, GeneratedImage, ImageReady, TaskDone, TaskFailed, TaskResult, TextReady
+from .results import (
+    Delivery,
+    Event,
+    GeneratedImage,
+    ImageDelivered,
+    ImageReady,
+    TaskDone,
+    TaskFailed,
+    TaskResult,
+    TextReady,
+)
 from .specs import TaskSpec
 
 __all__ = ["TaskHandle"]
@@ -24,6 +34,20 @@ __all__ = ["TaskHandle"]
 
 class _Owner(Protocol):
     def cancel(self, handle: TaskHandle, error: OrchestratorError) -> None: ...
+
+
+class _Deliveries(Protocol):
+    # orchestrator.delivery.TaskDeliveries, as the handle sees it.
+    pending: int
+
+    @property
+    def holding(self) -> bool: ...
+
+    def image(self, image: GeneratedImage, index: int) -> None: ...
+
+    def hold(self, endpoint: str | None) -> bool: ...
+
+    def cancel(self) -> None: ...
 
 
 class TaskHandle:
@@ -49,6 +73,7 @@ class TaskHandle:
         "_waiters",
         "_on_done",
         "_owner",
+        "deliveries",
     )
 
     def __init__(self, task_uuid: str, task: TaskSpec | TaskRequest, owner: _Owner) -> None:
@@ -63,6 +88,8 @@ class TaskHandle:
         self._waiters: asyncio.Future[None] | list[asyncio.Future[None]] | None = None
         self._on_done: list[Callable[[TaskHandle], None]] | None = None
         self._owner = owner
+        # Set by the orchestrator for a task with sinks (or an uploadEndpoint) to record.
+        self.deliveries: _Deliveries | None = None
 
     def __repr__(self) -> str:
         state = "done" if self._result else "failed" if self._error else "running"
@@ -119,10 +146,14 @@ class TaskHandle:
         return tuple(self._texts or ())
 
     def cancel(self) -> None:
-        """Cancel the task (a no-op once it finished); ``result()`` raises TaskCancelled."""
+        """Cancel the task (a no-op once it finished); ``result()`` raises TaskCancelled.
+        A task that waits for its deliveries stops them."""
         if self._result is None and self._error is None:
             error = TaskCancelled(f"task {self.task_uuid} cancelled", self.task_uuid)
-            self._owner.cancel(self, error)
+            if self.deliveries is not None and self.deliveries.holding:
+                self.fail(error)  # done on the wire: only its deliveries are left
+            else:
+                self._owner.cancel(self, error)
 
     def add_done_callback(self, callback: Callable[[TaskHandle], None]) -> None:
         """Call ``callback(handle)`` when the task finishes (at once if it has)."""
@@ -142,7 +173,7 @@ class TaskHandle:
     # -- fed by the pool: each result is new (the session decided), in order --
 
     def deliver_image(self, image: Image) -> None:
-        """Record a new image."""
+        """Record a new image (and start its deliveries, if the task has any)."""
         ready = GeneratedImage.from_wire(image)
         if self._images is None:
             self._images = [ready]
@@ -150,6 +181,19 @@ class TaskHandle:
             self._images.append(ready)
         if self._log is not None:
             self._emit(ImageReady(self.task_uuid, ready))
+        if self.deliveries is not None:
+            self.deliveries.image(ready, len(self._images) - 1)
+
+    def record_delivery(self, image: GeneratedImage, delivery: Delivery) -> None:
+        """A delivery of one of the task's images ended (well or not)."""
+        image.deliveries += (delivery,)
+        if self._log is not None:
+            self._emit(ImageDelivered(self.task_uuid, image, delivery))
+
+    @property
+    def delivering(self) -> bool:
+        """Whether deliveries of the task's images are under way."""
+        return self.deliveries is not None and self.deliveries.pending > 0
 
     def deliver_text(self, text: str) -> None:
         """Record a new text."""
@@ -182,19 +226,30 @@ class TaskHandle:
             return [image.image_uuid for image in self._images]
         return self._texts or ()
 
-    def finish(self, endpoint: str | None) -> TaskResult:
-        """Complete the task with what it received."""
+    def finish(self, endpoint: str | None) -> TaskResult | None:
+        """Complete the task with what it received; if its deliveries are still under way,
+        it completes when they end (and None is returned now)."""
+        if self._result is not None or self._error is not None:
+            return self._result
+        if self.deliveries is not None and self.deliveries.hold(endpoint):
+            return None
         result = TaskResult(
             self.task_uuid, self.task, self.images, tuple(self._texts or ()), endpoint
         )
         self._result = result
+        self.deliveries = None  # they refer to the handle: no cycle for the collector
         if self._log is not None:
             self._log.append(TaskDone(result))
         self._settle()
         return result
 
     def fail(self, error: OrchestratorError) -> None:
-        """Fail the task with ``error``."""
+        """Fail the task with ``error`` (its deliveries stop)."""
+        if self._result is not None or self._error is not None:
+            return
+        if self.deliveries is not None:
+            self.deliveries.cancel()
+            self.deliveries = None  # as in finish()
         self._error = error
         if self._log is not None:
             self._log.append(TaskFailed(self.task_uuid, error))

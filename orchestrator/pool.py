@@ -132,6 +132,7 @@ class Pool(ConnectionListener):
         self._capacity = _Capacity(config.limits.in_flight)
         self._records: dict[str, TaskRecord] = {}
         self._parked: deque[TaskRecord] = deque()
+        self._delivering = 0  # finished tasks that hold their slot for their deliveries
         self._homes: OrderedDict[str, str] = OrderedDict()
         self._remember = len(set(endpoints)) > 1  # one endpoint holds every image
         self._closed = False
@@ -173,7 +174,8 @@ class Pool(ConnectionListener):
         on = [r for r in self._records.values() if r.carrier is not None]
         assert len(on) == carried, (len(on), carried)
         assert all(not r.handle.done() for r in self._records.values())
-        assert self._capacity.used == len(self._records), (self._capacity.used, len(self._records))
+        used, live = self._capacity.used, len(self._records) + self._delivering
+        assert used == live, (used, live)
 
     # -- admission --
 
@@ -364,8 +366,15 @@ class Pool(ConnectionListener):
             self._remember_image(reply.new_image_uuid, endpoint)
             record.handle.deliver_reply(reply)
         self.stats.completed += 1
-        self._end(record)
-        record.handle.finish(endpoint)
+        handle = record.handle
+        # A task whose images are still being delivered keeps its slot until they are, so a
+        # slow sink slows submissions instead of piling up images.
+        delivering = handle.delivering
+        self._end(record, release=not delivering)
+        if delivering:
+            self._delivering += 1
+            handle.add_done_callback(self._delivered)
+        handle.finish(endpoint)
 
     def on_failed(self, record: TaskRecord, event: TaskFailed) -> None:
         """The server failed a task: retry it after a backoff if retryable, else fail it."""
@@ -436,7 +445,7 @@ class Pool(ConnectionListener):
         self._end(record)
         record.handle.fail(error)
 
-    def _end(self, record: TaskRecord) -> None:
+    def _end(self, record: TaskRecord, *, release: bool = True) -> None:
         # Every ending: out of the table, timers stopped, capacity back, parked tasks on.
         del self._records[record.task_uuid]
         for timer in (record.deadline, record.retry):
@@ -445,6 +454,14 @@ class Pool(ConnectionListener):
         # A timer refers to the record: dropping the timers breaks the cycle, so a
         # finished task is freed by reference counting, not by the cyclic collector.
         record.deadline = record.retry = None
+        if release:
+            self._release()
+
+    def _delivered(self, _: TaskHandle) -> None:
+        self._delivering -= 1
+        self._release()
+
+    def _release(self) -> None:
         self._capacity.release()
         if self._parked:
             self._drain()

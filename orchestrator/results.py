@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
 
 from protocol.messages import Image, NewUploadedImageUUID, PreProcessControlNetResult, TaskRequest
 from protocol.session import Progress
 
-from .errors import InvalidState, OrchestratorError
+from .errors import InvalidState, OrchestratorError, UploadError
 from .specs import TaskSpec
 
 __all__ = [
+    "Delivery",
     "Event",
     "GeneratedImage",
+    "ImageDelivered",
     "ImageReady",
     "Progress",
     "TaskDone",
@@ -27,12 +32,40 @@ __all__ = [
 ]
 
 
+#: The most bytes :meth:`GeneratedImage.read` takes from a URL unless told otherwise.
+READ_LIMIT = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Delivery:
+    """Where one image went (or failed to go), by one sink.
+
+    ``location`` is the URL, ``s3://`` URI or file path; ``error`` is set, and ``location``
+    empty, when the delivery failed (the image's other deliveries are not affected).
+    """
+
+    sink: str
+    location: str
+    bytes: int
+    sha256: str
+    attempts: int
+    error: UploadError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image got there."""
+        return self.error is None
+
+
 @dataclass(slots=True)
 class GeneratedImage:
     """One image a task produced (or an uploaded or preprocessed image).
 
-    ``url`` is where the server hosts it; ``seed`` is set when the server reports it
-    (the ``seed`` extension); ``base64_data`` when ``return_base64_image`` was asked.
+    ``url`` is where the server hosts it (the embedded server's URLs live only as long as
+    its orchestrator: :meth:`save` what you keep); ``seed`` is set when the server reports
+    it (the ``seed`` extension); ``base64_data`` when ``return_base64_image`` was asked;
+    ``deliveries`` says where the orchestrator's sinks put it; ``uploaded_to`` is where the
+    server pushed it, for a task with an ``upload_endpoint``.
     """
 
     image_uuid: str
@@ -43,10 +76,38 @@ class GeneratedImage:
     alt_text: str | None = None
     cost: float | None = None
     base64_data: str | None = field(default=None, repr=False)
+    deliveries: tuple[Delivery, ...] = ()
+    uploaded_to: str | None = None
 
     def data(self) -> bytes | None:
         """The image's bytes, when the server sent them inline."""
         return None if self.base64_data is None else base64.b64decode(self.base64_data)
+
+    async def read(self, *, max_bytes: int = READ_LIMIT, seconds: float = 60.0) -> bytes:
+        """The image's bytes: decoded when the server sent them inline, else fetched from
+        :attr:`url` (streamed, at most ``max_bytes``, within ``seconds``). Raises
+        UploadError if it cannot be."""
+        if self.base64_data is not None:
+            return base64.b64decode(self.base64_data)
+        from .delivery.transfer import fetch, http_client
+
+        async with http_client() as client:
+            return await fetch(client, self.url, max_bytes, seconds)
+
+    async def save(
+        self, path: str | Path, *, max_bytes: int = READ_LIMIT, seconds: float = 60.0
+    ) -> Path:
+        """Write the image at ``path`` (atomically; into a directory as ``IMAGEUUID.EXT``)
+        and return the file's path. Raises UploadError if the bytes cannot be read."""
+        from .delivery.transfer import write_atomically
+        from .delivery.types import sniff
+
+        data = await self.read(max_bytes=max_bytes, seconds=seconds)
+        target = Path(path)
+        if await anyio.Path(target).is_dir():
+            target = target / f"{self.image_uuid}.{sniff(data, self.url)[0]}"
+        await write_atomically(target, data)
+        return target
 
     @classmethod
     def from_wire(cls, image: Image) -> GeneratedImage:
@@ -125,6 +186,15 @@ class ImageReady:
 
 
 @dataclass(slots=True)
+class ImageDelivered:
+    """One delivery of an image finished (``delivery.ok`` says whether it got there)."""
+
+    task_uuid: str
+    image: GeneratedImage
+    delivery: Delivery
+
+
+@dataclass(slots=True)
 class TextReady:
     """A text (caption or enhanced prompt) of the task; delivered once."""
 
@@ -148,4 +218,4 @@ class TaskFailed:
 
 
 #: What ``TaskHandle.events()`` yields. ``Progress`` is the protocol's own event.
-Event = Progress | ImageReady | TextReady | TaskDone | TaskFailed
+Event = Progress | ImageReady | ImageDelivered | TextReady | TaskDone | TaskFailed

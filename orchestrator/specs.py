@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import operator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypedDict
@@ -83,9 +84,19 @@ def _set(**fields: Any) -> dict[str, Any]:
 
 @dataclass(slots=True, kw_only=True)
 class TaskSpec:
-    """Base of every task spec. ``task_uuid``: choose the taskUUID (default: a new UUIDv4)."""
+    """Base of every task spec.
+
+    Attributes:
+        task_uuid: choose the taskUUID (default: a new UUIDv4).
+        metadata: the task's own values, for the placeholders of sink templates
+            (``{label}``); kept on this side, never sent.
+        deliver_to: sinks for this task's images instead of the orchestrator's (``()``:
+            none): strings as ``Orchestrator(deliver_to=)`` takes, or sink objects.
+    """
 
     task_uuid: str | None = None
+    metadata: dict[str, Any] | None = None
+    deliver_to: Sequence[Any] | None = None
 
     def to_request(self, task_uuid: str) -> TaskRequest:
         """Build the protocol message. Raises LocalProtocolError naming the broken field
@@ -188,6 +199,8 @@ class GenerationOptions(TypedDict, total=False):
     its siblings): every field of :class:`TextToImage` but ``prompt``."""
 
     task_uuid: str | None
+    metadata: dict[str, Any] | None
+    deliver_to: Sequence[Any] | None
     negative_prompt: str | None
     number_results: int
     model: str | int | None
@@ -415,6 +428,8 @@ class PreprocessOptions(TypedDict, total=False):
     :class:`PreprocessControlNet` but ``preprocessor``."""
 
     task_uuid: str | None
+    metadata: dict[str, Any] | None
+    deliver_to: Sequence[Any] | None
     guide_image_uuid: str | None
     guide_image_url: str | None
     width: int | None

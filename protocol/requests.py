@@ -31,6 +31,7 @@ __all__ = [
     "returns_base64",
     "task_uuid_of",
     "upload_endpoint",
+    "upload_url",
 ]
 
 
@@ -99,6 +100,16 @@ def returns_base64(task: TaskRequest) -> bool:
 def upload_endpoint(task: TaskRequest) -> str | None:
     """Where the server must push the task's images (``uploadEndpoint``), if anywhere."""
     return task.upload_endpoint if isinstance(task, NewTask) else None
+
+
+def upload_url(template: str, *, task_uuid: str, image_uuid: str, index: int, ext: str) -> str:
+    """The URL an image is pushed to: ``uploadEndpoint`` with its ``{imageUUID}``,
+    ``{taskUUID}``, ``{index}`` and ``{ext}`` placeholders filled, if it has any, so several
+    images of one task go to distinct URLs (the server pushes there; the client records it)."""
+    values = {"imageUUID": image_uuid, "taskUUID": task_uuid, "index": index, "ext": ext}
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template
 
 
 def task_uuid_of(message: ClientMessage) -> str | None:

@@ -1,8 +1,9 @@
 """The one retry policy: exponential backoff with jitter.
 
 Pure arithmetic over an injected random source, shared by everything that tries again:
-the client's reconnects and its retries of tasks refused as "queue full", and the
-server's pushes to upload endpoints.
+the client's reconnects and its retries of tasks refused as "queue full", the server's
+pushes to upload endpoints, and the client's deliveries; and which HTTP answers are worth
+asking again, and how long an answer's ``Retry-After`` asks to wait.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 from .errors import UsageError
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "retry_after", "retryable_status"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,3 +61,24 @@ class Backoff:
         while True:
             yield self.delay(attempt, rng)
             attempt += 1
+
+
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP answer with ``status`` may succeed if asked again: a timeout (408),
+    a rate limit (429) or a server error (5xx). Any other 4xx will not change."""
+    return status in (408, 429) or 500 <= status <= 599
+
+
+def retry_after(value: str | None, now: float, cap: float) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date,
+    against ``now`` in epoch seconds), at most ``cap``; ``None`` when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return min(max(0.0, when - now), cap)

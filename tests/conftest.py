@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,3 +39,15 @@ def venv_python(variable: str, folder: str, what: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(path)
+
+
+def component(module: str, what: str) -> Any:
+    """Import a real component a test needs; in CI its absence fails the test module,
+    elsewhere it is skipped with the reason."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        message = f"{what} is not installed ({exc}): pip install -e '.[test]'"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)

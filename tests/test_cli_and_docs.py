@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from orchestrator.cli import _parser, main
@@ -15,6 +17,7 @@ from protocol.tables import ERRORS
 
 from conftest import ROOT
 from serverkit import server_process
+from sinkkit import http_store
 
 
 def test_check_reports_each_line_and_fails_on_a_bad_one(
@@ -117,6 +120,35 @@ def test_streaming_example_writes_each_image_as_it_arrives(tmp_path: Path) -> No
     assert "step 1/" in done.stdout and "seed=42" in done.stdout and "seed=43" in done.stdout
     assert done.stdout.index("step 1/") < done.stdout.index("seed=42")
     assert "done: 2 images" in done.stdout
+
+
+def test_generate_uploads_and_prints_a_json_line_per_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with http_store() as store, server_process() as server:
+        argv = ["generate", "a fox", "-n", "2", "--endpoint", server.url, "--api-key", "key-a"]
+        upload = f"{store.url}/{{task_uuid}}/{{index}}.{{ext}}"
+        assert main([*argv, "--out", str(tmp_path), "--upload", upload, "--json"]) == 0
+    captured = capsys.readouterr()
+    lines = [orjson.loads(line) for line in captured.out.splitlines()]
+    assert len(lines) == 2 and "wrote 2 images" in captured.err
+    for line in lines:
+        assert line["prompt"] == "a fox" and isinstance(line["seed"], int)
+        local, remote = sorted(line["stored"], key=lambda s: s["location"].startswith("http"))
+        data = Path(local["location"]).read_bytes()
+        assert line["sha256"] == hashlib.sha256(data).hexdigest() == remote["sha256"]
+        assert store.stored[remote["location"].removeprefix(store.url)] == [data]
+
+
+def test_generate_names_a_failed_upload_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with http_store(script=lambda path, n: (403, {})) as store, server_process() as server:
+        argv = ["generate", "a fox", "--endpoint", server.url, "--api-key", "key-a"]
+        assert main([*argv, "--upload", store.url + "/", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "HTTP 403" in captured.err and "delivered 0 of 1" in captured.out
+    assert "wrote 1 images" in captured.out  # the directory still got it
 
 
 def test_generate_with_a_refused_key_fails_cleanly(

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from orchestrator.server.push import Pusher, PushError, expand_url, is_public
+from orchestrator.server.push import Pusher, PushError, is_public
+from protocol.requests import upload_url
 from protocol.retry import Backoff
 
 pytestmark = [pytest.mark.timeout(30)]
@@ -151,5 +152,6 @@ def test_public_addresses_pass_even_inside_ipv6_forms() -> None:
 
 
 def test_url_templates_are_filled() -> None:
-    url = expand_url("https://b.test/{taskUUID}/{index}.{ext}", taskUUID="t", index=2, ext="jpg")
+    template = "https://b.test/{taskUUID}/{index}.{ext}"
+    url = upload_url(template, task_uuid="t", image_uuid="i", index=2, ext="jpg")
     assert url == "https://b.test/t/2.jpg"

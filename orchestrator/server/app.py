@@ -47,6 +47,7 @@ from .hosting import Hosting
 from .push import Pusher
 from .scheduler import Scheduler
 from .sessions import Sessions
+from .spawn import Spawner
 from .state import KeyRing, ServerSession
 from .store import ImageStore
 from .wire import WireConnection
@@ -177,7 +178,9 @@ class ReferenceServer:
             stack.push_async_callback(self.aclose)
             self.port = ws_server.sockets[0].getsockname()[1]
             self._hosting.base_url = self.public_url
-            self._scheduler.start(tg)
+            spawner = Spawner()
+            await tg.start(spawner.run, tg)
+            self._scheduler.start(tg, spawner)
             tg.start_soon(self._sweeper)
             self._stack = stack.pop_all()
         return self
@@ -221,7 +224,9 @@ class ReferenceServer:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.write)  # ends once closed and its frames are written
-                conn.read(partial(self._on_frame, conn), tg)
+                spawner = Spawner()
+                await tg.start(spawner.run, tg)
+                conn.read(partial(self._on_frame, conn), spawner)
                 async with anyio.create_task_group() as reading:
                     reading.start_soon(self._authenticate_in_time, conn)
                     try:
@@ -230,6 +235,7 @@ class ReferenceServer:
                         self._sessions.detach(conn)
                         conn.close(1000, "")
                         reading.cancel_scope.cancel()
+                        spawner.close()
         finally:
             self._connections.discard(conn)
             self._connections_changed.set()

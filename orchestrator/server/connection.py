@@ -20,11 +20,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from anyio.abc import TaskGroup
 from websockets.exceptions import ConnectionClosed
 
 from protocol.codec import encode
 
+from .spawn import Spawner
 from .state import ServerSession, error_message
 from .wire import WireConnection
 
@@ -76,7 +76,7 @@ class Connection:
         ws.protocol.max_message_size = max_frame_before_auth  # checked per frame header
         self._on_frame: FrameHandler | None = None
         self._backlog: deque[bytes] | None = None  # while a frame's handling awaits
-        self._tg: TaskGroup | None = None
+        self._spawner: Spawner | None = None
 
     @property
     def congested(self) -> bool:
@@ -91,11 +91,12 @@ class Connection:
 
     # -- reading --
 
-    def read(self, on_frame: FrameHandler, tg: TaskGroup) -> None:
+    def read(self, on_frame: FrameHandler, spawner: Spawner) -> None:
         """Hand each frame to ``on_frame``, in order, as it is parsed. A frame whose
-        handling awaits I/O (``on_frame`` returns an awaitable, run in ``tg``) holds back
+        handling awaits I/O (``on_frame`` returns an awaitable, run through ``spawner``:
+        frames are parsed in the socket's callback, where no task can start) holds back
         the frames after it, and past BACKLOG_FRAMES the socket stops reading."""
-        self._on_frame, self._tg = on_frame, tg
+        self._on_frame, self._spawner = on_frame, spawner
         self.ws.read_into(self._receive)
 
     def _receive(self, frame: bytes) -> None:
@@ -106,9 +107,9 @@ class Connection:
             return
         later = self._handle(frame)
         if later is not None:
-            assert self._tg is not None
+            assert self._spawner is not None
             self._backlog = deque()
-            self._tg.start_soon(self._catch_up, later)
+            self._spawner.start_soon(self._catch_up, later)
 
     def _handle(self, frame: bytes) -> Awaitable[None] | None:
         assert self._on_frame is not None

@@ -18,21 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import httpx
 
-from protocol.retry import Backoff
+from protocol.retry import Backoff, retryable_status
 
-__all__ = ["PushError", "Pusher", "expand_url", "is_public"]
+__all__ = ["PushError", "Pusher", "is_public"]
 
 
 class PushError(Exception):
     """A push or fetch that failed, or a target that is refused; the message says which."""
-
-
-def expand_url(template: str, **values: object) -> str:
-    """Fill ``{imageUUID}``, ``{taskUUID}``, ``{index}`` and ``{ext}`` placeholders, if any,
-    so several images of one task can go to distinct URLs."""
-    for name, value in values.items():
-        template = template.replace("{" + name + "}", str(value))
-    return template
 
 
 # IPv6 ranges that carry an IPv4 address inside: the address they reach is the IPv4 one.
@@ -146,7 +138,7 @@ class Pusher:
         return _Target(pinned, headers, {"sni_hostname": host})
 
     async def put(self, url: str, data: bytes, content_type: str) -> None:
-        """PUT ``data``, retrying transport errors and 5xx/429 answers with backoff."""
+        """PUT ``data``, retrying transport errors and 408, 429 and 5xx answers with backoff."""
         last = "no attempt"
         for attempt in range(self._retries):
             if attempt:
@@ -164,7 +156,7 @@ class Pusher:
             if response.is_success:
                 return
             last = f"HTTP {response.status_code}"
-            if response.status_code < 500 and response.status_code != 429:
+            if not retryable_status(response.status_code):
                 break  # the endpoint said no; asking again will not change that
         raise PushError(f"PUT {url} failed: {last}")
 

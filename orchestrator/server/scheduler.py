@@ -49,6 +49,7 @@ from protocol.requests import (
     requested_seed,
     returns_base64,
     upload_endpoint,
+    upload_url,
 )
 from protocol.tables import ErrorId
 
@@ -66,7 +67,8 @@ from .backends import (
 from .config import ServerConfig
 from .connection import Connection
 from .delivery import Delivery
-from .push import Pusher, PushError, expand_url
+from .push import Pusher, PushError
+from .spawn import Spawner
 from .state import (
     FairQueue,
     ImageResult,
@@ -167,12 +169,13 @@ class Scheduler:
         self._idle.set()
         self._limiter = anyio.CapacityLimiter(max(1, config.workers))
         self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
-        self._tg: anyio.abc.TaskGroup | None = None
+        self._spawner: Spawner | None = None
         self.closing = False
 
-    def start(self, tg: anyio.abc.TaskGroup) -> None:
-        """Start the workers in ``tg``, where guide fetches will run too."""
-        self._tg = tg
+    def start(self, tg: anyio.abc.TaskGroup, spawner: Spawner) -> None:
+        """Start the workers in ``tg``; guide fetches start through ``spawner`` (a task is
+        accepted in the parser's callback)."""
+        self._spawner = spawner
         for _ in range(max(1, self._config.workers)):
             tg.start_soon(self.worker)
 
@@ -221,9 +224,9 @@ class Scheduler:
             self._finish(record)
         elif any(ref.is_url for ref in refs):
             # Fetched before it queues: a guide that trickles in holds no worker.
-            assert self._tg is not None, "Scheduler.start() was not called"
+            assert self._spawner is not None, "Scheduler.start() was not called"
             self._fetching.add(record)
-            self._tg.start_soon(self._fetch_then_queue, session.uuid, record, task)
+            self._spawner.start_soon(self._fetch_then_queue, session.uuid, record, task)
         else:
             self._queue.put(session.uuid, record)
 
@@ -410,10 +413,10 @@ class Scheduler:
         inline = returns_base64(task)
         upload = upload_endpoint(task)
         if upload is not None:
-            url = expand_url(
+            url = upload_url(
                 upload,
-                imageUUID=stored.uuid,
-                taskUUID=record.uuid,
+                task_uuid=record.uuid,
+                image_uuid=stored.uuid,
                 index=output.index,
                 ext=stored.extension,
             )
