@@ -152,7 +152,8 @@ def _without_query(url: str) -> str:
 
 async def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` at ``path``: a temporary file in the same directory, flushed and
-    fsynced, then renamed over ``path``, so a reader (or a crash) sees all or nothing."""
+    fsynced, then renamed over ``path`` and the directory fsynced, so a reader (or a crash)
+    sees all or nothing, and once this returns the file survives a power cut."""
     await aiofiles.os.makedirs(path.parent, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -161,6 +162,7 @@ async def write_atomically(path: Path, data: bytes) -> None:
             await out.flush()
             await anyio.to_thread.run_sync(os.fsync, out.fileno())
         await aiofiles.os.replace(temporary, path)
+        await anyio.to_thread.run_sync(_fsync_directory, path.parent)
     except BaseException:
         with anyio.CancelScope(shield=True):
             try:
@@ -168,3 +170,12 @@ async def write_atomically(path: Path, data: bytes) -> None:
             except OSError:
                 pass
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory's entry is on disk.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
