@@ -19,7 +19,7 @@ from collections.abc import (
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Unpack, cast, overload
+from typing import TYPE_CHECKING, Any, Unpack, cast, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,7 +30,6 @@ from protocol.messages import ControlNet, TaskRequest
 from protocol.requests import upload_endpoint
 
 from .config import Config
-from .delivery import Deliverer, Sink
 from .errors import (
     InvalidState,
     LocalProtocolError,
@@ -59,6 +58,9 @@ from .specs import (
 )
 from .timers import Clock, SystemClock, Timers
 from .transport import Transport, WebSocketTransport
+
+if TYPE_CHECKING:  # loaded when used: httpx and aiofiles only for users of sinks
+    from .delivery import Deliverer, Sink
 
 __all__ = ["Orchestrator"]
 
@@ -108,14 +110,14 @@ class Orchestrator:
         self._clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._timers = Timers(self._clock)
-        if isinstance(deliver_to, str | Path | Sink):
-            deliver_to = [deliver_to]
-        self.deliverer = Deliverer(
-            deliver_to, self.config.delivery, clock=self._clock, rng=self._rng
-        )
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._pool: Pool | None = None
+        self._deliverer: Deliverer | None = None
+        if isinstance(deliver_to, str) or not isinstance(deliver_to, Sequence):
+            deliver_to = [deliver_to]
+        if deliver_to:
+            self.deliverer.resolve_defaults(deliver_to)  # checked now: a bad sink raises
 
     # -- lifecycle --
 
@@ -147,8 +149,8 @@ class Orchestrator:
         self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
         self._pool = pool
         await tg.start(self._timers.run)
-        self.deliverer.start(tg)
-        stack.push_async_callback(self.deliverer.aclose)
+        if self._deliverer is not None:
+            self._start_deliverer(self._deliverer)
         for conn in pool.connections:
             await tg.start(conn.run)
         if pool.fatal_error is not None:
@@ -166,7 +168,8 @@ class Orchestrator:
         """Cancel every live task (TaskCancelled), close the sockets and the embedded server."""
         if self._pool is not None:
             self._pool.close()
-        self.deliverer.close()  # before the task group's cancel reaches its jobs
+        if self._deliverer is not None:
+            self._deliverer.close()  # before the task group's cancel reaches its jobs
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
         if self._stack is not None:
@@ -178,6 +181,23 @@ class Orchestrator:
         if self._pool is None:
             raise InvalidState("the Orchestrator is not running: use `async with`")
         return self._pool
+
+    @property
+    def deliverer(self) -> Deliverer:
+        """What delivers images to sinks (made on first use)."""
+        if self._deliverer is None:
+            from .delivery import Deliverer
+
+            config = self.config.delivery
+            self._deliverer = Deliverer((), config, clock=self._clock, rng=self._rng)
+            if self._tg is not None:
+                self._start_deliverer(self._deliverer)
+        return self._deliverer
+
+    def _start_deliverer(self, deliverer: Deliverer) -> None:
+        assert self._tg is not None and self._stack is not None
+        deliverer.start(self._tg)
+        self._stack.push_async_callback(deliverer.aclose)  # closed before the task group
 
     @property
     def stats(self) -> Stats:
@@ -236,7 +256,7 @@ class Orchestrator:
             upload = getattr(task, "upload_endpoint", None)
         else:
             own, metadata, upload = None, None, upload_endpoint(task)
-        if self.deliverer.sinks or own is not None or upload is not None:
+        if self._deliverer is not None or own is not None or upload is not None:
             handle.deliveries = self.deliverer.for_task(handle, own, metadata, upload)
         return handle, prepared, spec_image_refs(task)
 

@@ -190,11 +190,6 @@ class TaskHandle:
         if self._log is not None:
             self._emit(ImageDelivered(self.task_uuid, image, delivery))
 
-    @property
-    def delivering(self) -> bool:
-        """Whether deliveries of the task's images are under way."""
-        return self.deliveries is not None and self.deliveries.pending > 0
-
     def deliver_text(self, text: str) -> None:
         """Record a new text."""
         if self._texts is None:
@@ -229,10 +224,12 @@ class TaskHandle:
     def finish(self, endpoint: str | None) -> TaskResult | None:
         """Complete the task with what it received; if its deliveries are still under way,
         it completes when they end (and None is returned now)."""
-        if self._result is not None or self._error is not None:
-            return self._result
-        if self.deliveries is not None and self.deliveries.hold(endpoint):
-            return None
+        deliveries = self.deliveries
+        if deliveries is not None:
+            if self._result is not None or self._error is not None:
+                return self._result  # finished already (a cancel raced the last delivery)
+            if deliveries.hold(endpoint):
+                return None
         result = TaskResult(
             self.task_uuid, self.task, self.images, tuple(self._texts or ()), endpoint
         )

@@ -369,7 +369,8 @@ class Pool(ConnectionListener):
         handle = record.handle
         # A task whose images are still being delivered keeps its slot until they are, so a
         # slow sink slows submissions instead of piling up images.
-        delivering = handle.delivering
+        deliveries = handle.deliveries
+        delivering = deliveries is not None and deliveries.pending > 0
         self._end(record, release=not delivering)
         if delivering:
             self._delivering += 1

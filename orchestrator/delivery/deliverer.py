@@ -93,6 +93,10 @@ class Deliverer:
         self._uploads = anyio.CapacityLimiter(settings.concurrency)
         self._live: set[TaskDeliveries] = set()
 
+    def resolve_defaults(self, targets: Iterable[str | os.PathLike[str] | Sink]) -> None:
+        """Set the sinks every task's images go to unless the task says otherwise."""
+        self.sinks = self.resolve(targets)
+
     def resolve(self, targets: Iterable[str | os.PathLike[str] | Sink]) -> tuple[Sink, ...]:
         """Sinks from their string forms, each built (and checked) once."""
         out = []
