@@ -27,7 +27,6 @@ from anyio.abc import TaskGroup
 from protocol.codec import PreparedTask, prepare
 from protocol.identity import new_task_uuid
 from protocol.messages import ControlNet, TaskRequest
-from protocol.requests import upload_endpoint
 
 from .config import Config
 from .errors import (
@@ -54,6 +53,7 @@ from .specs import (
     TextToImage,
     UploadImage,
     Upscale,
+    spec_delivery,
     spec_image_refs,
 )
 from .timers import Clock, SystemClock, Timers
@@ -251,11 +251,7 @@ class Orchestrator:
                 f"not {type(task).__name__}"
             )
         handle = TaskHandle(prepared.task_uuid, task, pool)
-        if isinstance(task, TaskSpec):
-            own, metadata = task.deliver_to, task.metadata
-            upload = getattr(task, "upload_endpoint", None)
-        else:
-            own, metadata, upload = None, None, upload_endpoint(task)
+        own, metadata, upload = spec_delivery(task)
         if self._deliverer is not None or own is not None or upload is not None:
             handle.deliveries = self.deliverer.for_task(handle, own, metadata, upload)
         return handle, prepared, spec_image_refs(task)

@@ -48,7 +48,7 @@ from protocol.messages import (
     UpscaleGanRequest,
     join_negative_prompt,
 )
-from protocol.requests import image_uuids
+from protocol.requests import image_uuids, upload_endpoint
 from protocol.tables import (
     SEED_MAX,
     SEED_MIN,
@@ -438,6 +438,15 @@ class PreprocessOptions(TypedDict, total=False):
     high_threshold_canny: int | None
     include_hands_and_face_open_pose: bool | None
     return_base64_image: bool | None
+
+
+def spec_delivery(
+    task: TaskSpec | TaskRequest,
+) -> tuple[Sequence[Any] | None, dict[str, Any] | None, str | None]:
+    """A task's own sinks, its metadata, and its ``uploadEndpoint`` (the server's push)."""
+    if isinstance(task, TaskSpec):
+        return task.deliver_to, task.metadata, getattr(task, "upload_endpoint", None)
+    return None, None, upload_endpoint(task)
 
 
 def spec_image_refs(task: TaskSpec | TaskRequest) -> tuple[str, ...]:
