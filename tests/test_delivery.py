@@ -282,3 +282,15 @@ async def test_cancelling_a_task_that_waits_for_its_deliveries_stops_them() -> N
                 assert orch.pool.in_flight == 0
                 orch.pool.check_consistent()  # its slot of the in-flight limit came back
                 assert orch.deliverer.uploads_in_flight == 0
+
+
+async def test_closing_the_orchestrator_cancels_a_task_waiting_for_its_deliveries() -> None:
+    with http_store(hang=threading.Event()) as store:
+        async with running(FixedBackend()) as server:
+            orch = orchestrator(server, deliver_to=[f"{store.url}/{TEMPLATE}"])
+            async with orch:
+                handle = await orch.submit(TextToImage(prompt="a fox"))
+                await anyio.to_thread.run_sync(store.received.wait, 10)
+                assert not handle.done()  # done on the wire, its PUT held by the store
+            with pytest.raises(TaskCancelled):
+                await handle.result()
