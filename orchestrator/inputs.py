@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from protocol.messages import TaskRequest
 
-from .errors import TransportError, UsageError
+from .errors import TransportError, UploadError, UsageError
 
 __all__ = ["TASK_REQUESTS", "check_deadline", "check_ws_url", "embedded_server", "fetch_image"]
 
@@ -28,21 +28,15 @@ async def fetch_image(url: str, max_bytes: int) -> bytes:
         raise UsageError(f"upload_image: {url!r} is not an http(s) URL with a host")
     # Imported only here: httpx and what it loads are thousands of long-lived objects, and
     # the cyclic collector's every pass over a busy client grows with them.
-    import httpx
+    from .delivery.transfer import TooLarge, fetch, http_client
 
-    body = bytearray()
     try:
-        async with httpx.AsyncClient(timeout=30, follow_redirects=True) as http:
-            async with http.stream("GET", url) as response:
-                if not response.is_success:
-                    raise TransportError(f"upload_image: GET {url}: HTTP {response.status_code}")
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise UsageError(f"upload_image: {url} is over {max_bytes} bytes")
-    except httpx.HTTPError as exc:
-        raise TransportError(f"upload_image: GET {url} failed: {exc}") from exc
-    return bytes(body)
+        async with http_client() as http:
+            return await fetch(http, url, max_bytes, 30.0)
+    except TooLarge as exc:
+        raise UsageError(f"upload_image: {exc}") from None
+    except UploadError as exc:
+        raise TransportError(f"upload_image: {exc}") from exc
 
 
 def check_ws_url(endpoint: object) -> None:

@@ -26,7 +26,19 @@ from protocol.retry import Backoff, retry_after, retryable_status
 from ..errors import UploadError
 from ..timers import Clock
 
-__all__ = ["PutPolicy", "PutOutcome", "fetch", "http_client", "put", "write_atomically"]
+__all__ = [
+    "PutOutcome",
+    "PutPolicy",
+    "TooLarge",
+    "fetch",
+    "http_client",
+    "put",
+    "write_atomically",
+]
+
+
+class TooLarge(UploadError):
+    """A fetched image is over its byte cap."""
 
 
 def http_client(
@@ -73,12 +85,12 @@ async def fetch(client: httpx.AsyncClient, url: str, max_bytes: int, seconds: fl
                     )
                 declared = response.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > max_bytes:
-                    raise UploadError(f"GET {url}: {declared} bytes, over the {max_bytes} cap")
+                    raise TooLarge(f"GET {url}: {declared} bytes, over the {max_bytes} cap")
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > max_bytes:
-                        raise UploadError(f"GET {url}: over the {max_bytes} byte cap")
+                        raise TooLarge(f"GET {url}: over the {max_bytes} byte cap")
                 return bytes(body)
     except TimeoutError:
         raise UploadError(f"GET {url}: no whole answer within {seconds:g} s") from None
