@@ -17,18 +17,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, get_args
 
-from protocol import (
-    NewImageUpload,
-    NewTask,
-    PreProcessControlNetRequest,
-    PromptEnhance,
-    RemoveBackgroundRequest,
-    ReverseImageClip,
-    TaskRequest,
-    UpscaleGanRequest,
-)
+from protocol import TaskRequest
 
 from .state import (
     ImageResult,
@@ -42,15 +33,8 @@ from .state import (
 
 __all__ = ["Finished", "TaskTable", "freeze", "thaw"]
 
-_KINDS: tuple[type[TaskRequest], ...] = (
-    NewTask,
-    NewImageUpload,
-    PreProcessControlNetRequest,
-    UpscaleGanRequest,
-    RemoveBackgroundRequest,
-    ReverseImageClip,
-    PromptEnhance,
-)
+# Every task request's message type, in the catalogue's order (the union lists them once).
+_KINDS: tuple[type[TaskRequest], ...] = get_args(TaskRequest)
 _RESULT_TYPES: tuple[type[Result], ...] = (ImageResult, TextResult, ReplyResult)
 
 
