@@ -1,6 +1,8 @@
 """The ``orchestrator`` command: generate images, run the reference server, check frames.
 
 Subcommands:
+    run INPUT        bulk generation: a prompt file (JSON lines, CSV or text) in, a dataset
+                     (images, ``manifest.jsonl``, a ledger that makes a rerun resume) out
     generate PROMPT  generate images and deliver them: to a directory (``--out``), and to
                      ``--upload`` sinks (paths, ``http(s)://`` templates, ``s3://``); embedded
                      server by default, ``--endpoint URL --api-key KEY`` for a real one
@@ -15,6 +17,7 @@ import gc
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from protocol import RemoteProtocolError, decode, decode_from_client, decode_fro
 
 from . import __version__
 from .client import Orchestrator
-from .errors import OrchestratorError
+from .errors import OrchestratorError, UsageError
 from .results import GeneratedImage, TaskResult
 from .specs import TextToImage
 
@@ -98,9 +101,171 @@ def _parser() -> argparse.ArgumentParser:
         help="who sent the frames: a client, a server, or either",
     )
     check.set_defaults(run=_check)
+    _add_run(commands)
     _add_generate(commands)
     _add_serve(commands)
     return parser
+
+
+def _add_run(commands: Any) -> None:
+    run = _command(commands, "run", "generate a dataset from a prompt file, resumably")
+    run.add_argument("input", type=Path, help="JSON lines, CSV with a header, or text lines")
+    run.add_argument("--out", type=Path, required=True, help="the dataset's directory")
+    run.add_argument(
+        "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
+    )
+    run.add_argument("--api-key", help="the key for --endpoint")
+    run.add_argument("--concurrency", type=int, default=256, help="rows in flight at most")
+    run.add_argument(
+        "--upload",
+        action="append",
+        default=[],
+        metavar="TEMPLATE",
+        help="a sink for every image too (repeatable); placeholders as for generate, and "
+        "{line} {key} and the rows' metadata",
+    )
+    run.add_argument("--budget", type=float, help="stop sending once this cost would be passed")
+    run.add_argument(
+        "--retry-failed", action="store_true", help="send the rows that failed before again"
+    )
+    run.add_argument("--attempts", type=int, default=3, help="tries per row on network errors")
+    run.add_argument("--format", choices=("jsonl", "csv", "text"), help="default: by suffix")
+    defaults = run.add_argument_group("row defaults (a row's own value wins)")
+    defaults.add_argument("--task-type", help="text_to_image (default), upscale, ...")
+    defaults.add_argument("--model", help="a model id, name or AIR id")
+    defaults.add_argument("--size", "--size-id", type=_choice, help="a sizeId or WIDTHxHEIGHT")
+    defaults.add_argument("-n", "--number-results", type=int, help="images per row")
+    defaults.add_argument("--steps", type=int, help="inference steps")
+    defaults.add_argument("--guidance", type=float, help="gScale")
+    defaults.add_argument("--scheduler", type=_choice, help="a scheduler id or name")
+    defaults.add_argument("--style", type=_choice, help="a style id or name")
+    defaults.add_argument("--negative-prompt", help="what to keep out of every image")
+    defaults.add_argument("--seed", type=int, help="the same seed for every row")
+    defaults.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other field (VALUE read as JSON, else as text; repeatable)",
+    )
+    run.add_argument(
+        "--backend",
+        choices=("procedural", "fixed"),
+        help="the embedded server's backend (no --endpoint): fixed is for load tests",
+    )
+    run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+    run.add_argument(
+        "--progress-interval", type=float, default=2.0, help="seconds between plain lines"
+    )
+    run.set_defaults(run=_run)
+
+
+_DEFAULT_FLAGS = (
+    "task_type",
+    "model",
+    "size",
+    "number_results",
+    "steps",
+    "guidance",
+    "scheduler",
+    "style",
+    "negative_prompt",
+    "seed",
+)
+
+
+def _row_defaults(args: argparse.Namespace) -> dict[str, Any]:
+    from .bulk.rows import is_field
+
+    defaults = {name: getattr(args, name) for name in _DEFAULT_FLAGS}
+    for pair in args.set:
+        name, equals, text = pair.partition("=")
+        if not equals or not is_field(name):
+            raise UsageError(f"--set {pair!r}: must be FIELD=VALUE with a task field")
+        try:
+            defaults[name] = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            defaults[name] = text
+    return {name: value for name, value in defaults.items() if value is not None}
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .bulk import BulkRun, InputChanged
+
+    if args.endpoint and not args.api_key:
+        print("error: --api-key is required with --endpoint", file=sys.stderr)
+        return 2
+    if args.endpoint and args.backend:
+        print("error: --backend is the embedded server's: not with --endpoint", file=sys.stderr)
+        return 2
+    try:
+        bulk = BulkRun(
+            args.input,
+            args.out,
+            endpoints=args.endpoint or None,
+            api_key=args.api_key,
+            embedded={"backend": args.backend} if args.backend else None,
+            defaults=_row_defaults(args),
+            upload=args.upload,
+            concurrency=args.concurrency,
+            budget=args.budget,
+            retry_failed=args.retry_failed,
+            attempts=args.attempts,
+            fmt=args.format,
+            on_problem=lambda text: print(text, file=sys.stderr, flush=True),
+        )
+        return anyio.run(_run_async, bulk, args)
+    except InputChanged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _run_async(bulk: Any, args: argparse.Namespace) -> int:
+    from .bulk.progress import print_summary, report
+
+    from .bulk import InputChanged
+
+    done: list[Any] = []
+    refused: list[InputChanged] = []
+    interrupted = False
+
+    async def run_it(scope: anyio.CancelScope) -> None:
+        try:
+            done.append(await bulk.run())
+        except InputChanged as exc:  # raised as itself, not inside the task group's group
+            refused.append(exc)
+        scope.cancel()
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_it, tg.cancel_scope)
+            tg.start_soon(
+                partial(report, bulk.counts, args.progress, interval=args.progress_interval)
+            )
+            async for signum in signals:  # the first: finish what is in flight; the second: go
+                if interrupted:
+                    print("abandoning the rows in flight", file=sys.stderr, flush=True)
+                    tg.cancel_scope.cancel()
+                    break
+                interrupted = True
+                name = signal.Signals(signum).name
+                print(
+                    f"{name}: finishing the rows in flight (again to abandon them)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                bulk.stop()
+    if refused:
+        raise refused[0]
+    if not done:
+        return 130
+    summary = done[0]
+    print_summary(
+        summary, rich=args.progress == "rich" or (args.progress == "auto" and sys.stdout.isatty())
+    )
+    if interrupted:
+        return 130
+    return 0 if summary.ok else 1
 
 
 def _add_generate(commands: Any) -> None:

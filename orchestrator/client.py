@@ -14,6 +14,7 @@ from collections.abc import (
     AsyncIterator,
     Generator,
     Iterable,
+    Mapping,
     Sequence,
 )
 from contextlib import AsyncExitStack
@@ -29,12 +30,7 @@ from protocol.identity import new_task_uuid
 from protocol.messages import ControlNet, TaskRequest
 
 from .config import Config
-from .errors import (
-    InvalidState,
-    LocalProtocolError,
-    OrchestratorError,
-    UsageError,
-)
+from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
 from .handle import TaskHandle
 from .inputs import TASK_REQUESTS, check_deadline, check_ws_url, embedded_server, fetch_image
 from .pool import Pool, Stats
@@ -85,6 +81,8 @@ class Orchestrator:
             them): ``s3://bucket/prefix/{...}``, ``http(s)://`` URL templates, ``file://``
             or plain paths, or :mod:`orchestrator.delivery` sinks. Checked here: a bad
             one raises UsageError naming it.
+        embedded: settings of the embedded server, when no endpoint is given: fields of
+            ``orchestrator.server.ServerConfig`` (``{"backend": "fixed"}``).
     """
 
     def __init__(
@@ -97,6 +95,7 @@ class Orchestrator:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         deliver_to: Sequence[str | Path | Sink] = (),
+        embedded: Mapping[str, Any] | None = None,
     ) -> None:
         self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints or ())
         if self._endpoints and not api_key:
@@ -104,7 +103,7 @@ class Orchestrator:
         if transport is None:  # the default transport speaks WebSocket URLs only
             for endpoint in self._endpoints:
                 check_ws_url(endpoint)
-        self._api_key = api_key
+        self._api_key, self._embedded = api_key, dict(embedded or {})
         self.config = config or Config()
         self._transport = transport or WebSocketTransport()
         self._clock = clock or SystemClock()
@@ -134,7 +133,7 @@ class Orchestrator:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         if not self._endpoints:
-            server = await stack.enter_async_context(embedded_server())
+            server = await stack.enter_async_context(embedded_server(self._embedded))
             self._endpoints, self._api_key = [server.url], server.api_key
         assert self._api_key is not None
         pool = Pool(

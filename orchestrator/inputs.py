@@ -7,6 +7,7 @@ an image given by URL is fetched (capped); the embedded server, an extra, says h
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, get_args
 from urllib.parse import urlsplit
@@ -56,16 +57,21 @@ def check_deadline(deadline: object) -> None:
         raise UsageError(f"deadline = {deadline!r}: must be a finite number of seconds > 0")
 
 
-def embedded_server() -> AbstractAsyncContextManager[Any]:
-    """The embedded reference server, or a UsageError saying how to install it."""
+def embedded_server(settings: Mapping[str, Any] | None = None) -> AbstractAsyncContextManager[Any]:
+    """The embedded reference server (``settings``: fields of its ServerConfig), or a
+    UsageError saying how to install it."""
     # The reference server does image work (numpy, Pillow, scipy): the [server] extra. A
     # client-only install talks to endpoints it is given, and says how to get the rest.
     try:
-        from .server import serve_embedded
+        from .server import ServerConfig, serve_embedded
     except ImportError as exc:
         raise UsageError(
             "no endpoints were given, and the embedded reference server needs the "
             f"[server] extra ({exc.name} is missing): "
             "pip install 'imagegen-orchestrator[server]'"
         ) from exc
-    return serve_embedded()
+    try:
+        config = ServerConfig(**(settings or {}))
+    except TypeError as exc:
+        raise UsageError(f"embedded server settings: {exc}") from None
+    return serve_embedded(config)

@@ -42,6 +42,8 @@ class Delivery:
 
     ``location`` is the URL, ``s3://`` URI or file path; ``error`` is set, and ``location``
     empty, when the delivery failed (the image's other deliveries are not affected).
+    ``width`` and ``height`` are read from the image's header (None for a format it
+    does not know, or when the bytes could not be had).
     """
 
     sink: str
@@ -50,6 +52,8 @@ class Delivery:
     sha256: str
     attempts: int
     error: UploadError | None = None
+    width: int | None = None
+    height: int | None = None
 
     @property
     def ok(self) -> bool:

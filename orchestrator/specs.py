@@ -171,7 +171,7 @@ class _Generation(TaskSpec):
 
 
 # (wire name, attribute) of the generation options, in wire order.
-_GENERATION_FIELDS: Final = (
+GENERATION_FIELDS: Final = (
     ("modelId", "model"),
     ("sizeId", "size"),
     ("steps", "steps"),
@@ -190,8 +190,8 @@ _GENERATION_FIELDS: Final = (
     ("lora", "lora"),
     ("returnBase64Image", "return_base64_image"),
 )
-_GENERATION_WIRE_NAMES: Final = tuple(wire_name for wire_name, _ in _GENERATION_FIELDS)
-_generation_values = operator.attrgetter(*(attribute for _, attribute in _GENERATION_FIELDS))
+_GENERATION_WIRE_NAMES: Final = tuple(wire_name for wire_name, _ in GENERATION_FIELDS)
+_generation_values = operator.attrgetter(*(attribute for _, attribute in GENERATION_FIELDS))
 
 
 class GenerationOptions(TypedDict, total=False):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-__all__ = ["image_uuid_for", "new_task_uuid", "seed_for_task"]
+__all__ = ["image_uuid_for", "new_task_uuid", "seed_for_task", "uuid_for"]
 
 
 def new_task_uuid() -> str:
@@ -30,6 +30,12 @@ def image_uuid_for(task_uuid: str, index: int, scope: str = "") -> str:
     taskUUID sent under two keys names different images (and one key can neither
     overwrite nor read the other's)."""
     name = f"{scope}/{task_uuid.lower()}/{index}" if scope else f"{task_uuid.lower()}/{index}"
+    return uuid_for(name)
+
+
+def uuid_for(name: str) -> str:
+    """A UUIDv4-shaped digest of ``name``: the same name always gives the same UUID (how a
+    bulk run's rows keep their taskUUIDs across reruns)."""
     digest = bytearray(hashlib.sha256(name.encode()).digest()[:16])
     digest[6] = (digest[6] & 0x0F) | 0x40  # version 4
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant

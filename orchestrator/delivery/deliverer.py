@@ -45,7 +45,7 @@ from ..timers import Clock
 from .sinks import Payload, Sink, Transfers, sink
 from .templates import Placeholders
 from .transfer import PutPolicy, fetch, http_client
-from .types import sniff
+from .types import dimensions, sniff
 
 __all__ = ["Deliverer", "TaskDeliveries"]
 
@@ -185,7 +185,8 @@ class Deliverer:
                 return
             ext, content_type = sniff(data, image.url)
             digest = hashlib.sha256(data).hexdigest()
-            payload = Payload(data, content_type, digest, hashlib.md5(data).digest())
+            size = dimensions(data) or (None, None)
+            payload = Payload(data, content_type, digest, hashlib.md5(data).digest(), *size)
             where = Placeholders(
                 image.task_uuid, image.image_uuid, index, image.seed, ext, deliveries.metadata
             )
@@ -202,18 +203,19 @@ class Deliverer:
         where: Placeholders,
     ) -> None:
         size, digest = len(payload.data), payload.sha256
+        shape = payload.width, payload.height
         try:
             location, attempts = await target.store(payload, where, self._transfers())
         except UploadError as exc:
             if exc.sink is None:
                 exc.sink = target.label
-            record = Delivery(target.label, "", size, digest, exc.attempts, exc)
+            record = Delivery(target.label, "", size, digest, exc.attempts, exc, *shape)
         except Exception as exc:  # a sink's bug or a local failure: this delivery only
             log.exception("sink %s failed on image %s", target.label, image.image_uuid)
             error = UploadError(f"{target.label}: {type(exc).__name__}: {exc}", sink=target.label)
-            record = Delivery(target.label, "", size, digest, 1, error)
+            record = Delivery(target.label, "", size, digest, 1, error, *shape)
         else:
-            record = Delivery(target.label, location, size, digest, attempts)
+            record = Delivery(target.label, location, size, digest, attempts, None, *shape)
         deliveries.report(image, record)
 
     async def _bytes(self, image: GeneratedImage) -> bytes:

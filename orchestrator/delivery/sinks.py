@@ -42,6 +42,8 @@ class Payload:
     content_type: str
     sha256: str
     md5: bytes
+    width: int | None = None
+    height: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

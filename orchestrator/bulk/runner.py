@@ -1,0 +1,512 @@
+"""The bulk runner: an input file in, a dataset out, resumable after a crash.
+
+Theory of operation
+===================
+
+A run owns a directory: ``ledger.sqlite`` (:mod:`.ledger`), ``images/`` and
+``manifest.jsonl``. It walks the input (:mod:`.rows`, read in batches off the event loop)
+beside the ledger's rows of the same lines, both in line order, so neither is ever held
+whole. For each row:
+
+- ``done`` or ``invalid`` in the ledger: nothing to do;
+- ``failed``: skipped, unless ``retry_failed`` (a task that failed gets a new generation,
+  hence a new taskUUID, since the server remembers the old one's failure; a row whose
+  delivery failed keeps its taskUUID, so a server that still holds it replays it);
+- ``submitted`` (a crash left it in flight) or absent: sent, with the taskUUID derived
+  from its key: a server that still holds the task replays it instead of generating and
+  charging again.
+
+Rows in flight are bounded by ``concurrency``. A row's images go to ``images/`` under
+names made of its line (``{line:07d}_{index}.{ext}``, so a row run again after a crash
+writes the same paths, never a second copy) and to the ``upload`` sinks; the task
+finishes only once they are durable, and only then is its ``done`` written to the ledger.
+A failure the network or a timeout caused is tried again (``attempts`` in all); any other
+fails the row, which is quarantined in the ledger with its reason and the run goes on. A
+row the spec refuses is ``invalid`` with its line and the rule.
+
+Budget: the first task runs alone to learn the price of an image (the highest seen is
+the estimate from then on); no task is sent once the cost spent (over every run of this
+directory) plus the estimate of those in flight would pass the budget.
+
+:meth:`BulkRun.stop` stops sending and lets the rows in flight finish; cancelling the run
+abandons them (they stay ``submitted``, and a rerun sends them again). Either way what
+finished is in the ledger, and the manifest is rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+import orjson
+
+from ..client import Orchestrator
+from ..config import Config
+from ..delivery import DirectorySink, Sink, sink
+from ..errors import (
+    LocalProtocolError,
+    OrchestratorError,
+    OrchestratorTimeout,
+    RemoteTaskError,
+    TaskCancelled,
+    TransportError,
+    UsageError,
+)
+from ..handle import TaskHandle
+from . import ledger as records
+from .ledger import Ledger, LedgerRow
+from .manifest import outputs, rebuild
+from .rows import BadRow, Format, Row, count_rows, detect_format, read
+
+__all__ = ["BulkRun", "Counts", "InputChanged", "Summary"]
+
+LEDGER: Final = "ledger.sqlite"
+IMAGES: Final = "images/{line:07d}_{index}.{ext}"
+_BATCH: Final = 512  # rows read (and ledger rows looked up) per trip to a worker thread
+_MAX_PENDING_OPS: Final = 8192  # ledger writes waiting before submitting waits for them
+
+
+class InputChanged(UsageError):
+    """The input is not the one this directory's ledger was made from."""
+
+
+@dataclass(slots=True)
+class Counts:
+    """A run's live figures (progress reads them)."""
+
+    total: int | None = None
+    done: int = 0  # rows done, over every run of the directory
+    done_before: int = 0  # of which, done by an earlier run
+    failed: int = 0
+    invalid: int = 0
+    in_flight: int = 0
+    retried: int = 0
+    images: int = 0  # made by this run
+    cost: float = 0.0  # spent, over every run
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def finished(self) -> int:
+        """Rows that need nothing more (done, failed or invalid)."""
+        return self.done + self.failed + self.invalid
+
+
+@dataclass(slots=True)
+class Summary:
+    """How a run ended."""
+
+    counts: Counts
+    out: Path
+    manifest_lines: int
+    stopped: str | None  # "budget", "stopped" or None when every row was tried
+    problems: list[tuple[int, str, str]]  # the first failed or invalid rows: line, status, why
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        """No row failed or was invalid."""
+        return not (self.counts.failed or self.counts.invalid)
+
+
+@dataclass(slots=True)
+class _Live:
+    row: Row
+    task_uuid: str
+    generation: int
+    attempts: int
+    submitted_at: float
+    estimate: float = 0.0  # the cost it is expected to add, while in flight
+
+
+class BulkRun:
+    """One bulk run of ``source`` into the directory ``out``.
+
+    Args:
+        source: the input file (JSON lines, CSV or text; see :mod:`.rows`).
+        out: the dataset's directory (created); its ledger makes a rerun resume.
+        orchestrator: an entered :class:`Orchestrator` to run on; by default the run makes
+            one from ``endpoints``, ``api_key``, ``config`` and ``embedded`` (the embedded
+            default when no endpoint is given).
+        defaults: fields every row gets unless it sets them (``{"steps": 30}``).
+        upload: more sinks for every image (templates may use ``{line}`` and ``{key}``
+            and the rows' ``metadata``).
+        concurrency: rows in flight at most.
+        budget: the most the run may spend, in the server's cost unit.
+        retry_failed: send the rows that failed in an earlier run again.
+        attempts: tries per row for failures of the network or of time.
+        fmt: the input's format, when its suffix does not say it.
+        on_problem: called with a line for each bad or failed row, as it happens.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        out: str | Path,
+        *,
+        orchestrator: Orchestrator | None = None,
+        endpoints: Sequence[str] | None = None,
+        api_key: str | None = None,
+        config: Config | None = None,
+        embedded: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        upload: Sequence[str | Sink] = (),
+        concurrency: int = 256,
+        budget: float | None = None,
+        retry_failed: bool = False,
+        attempts: int = 3,
+        fmt: Format | None = None,
+        on_problem: Callable[[str], None] | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise UsageError(f"concurrency = {concurrency}: must be at least 1")
+        if attempts < 1:
+            raise UsageError(f"attempts = {attempts}: must be at least 1")
+        if budget is not None and not budget >= 0:
+            raise UsageError(f"budget = {budget}: must be a number >= 0")
+        self.source, self.out = Path(source), Path(out)
+        if not self.source.is_file():
+            raise UsageError(f"input {self.source}: no such file")
+        self.fmt: Format = fmt or detect_format(self.source)
+        self.defaults = dict(defaults or {})
+        self._orch = orchestrator
+        # Made (and its endpoints checked) now, entered when the run starts.
+        self._own = None
+        if orchestrator is None:
+            self._own = Orchestrator(endpoints, api_key=api_key, config=config, embedded=embedded)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._files = DirectorySink(self.out / IMAGES)  # checked (and made) now
+        self._sinks: tuple[Sink, ...] = (self._files, *(sink(s) for s in upload))
+        self.concurrency, self.budget = concurrency, budget
+        self.retry_failed, self.attempts = retry_failed, attempts
+        self.on_problem = on_problem or (lambda line: None)
+        self.counts = Counts()
+        self.ledger = Ledger(self.out / LEDGER)
+        self._stopping = False
+        self._stopped: str | None = None
+        self._live: dict[TaskHandle, _Live] = {}
+        self._finished: deque[TaskHandle] = deque()
+        self._retry: deque[tuple[float, _Live]] = deque()
+        self._wake = anyio.Event()
+        self._ops: list[records.Op] = []
+        self._ops_ready = anyio.Event()
+        self._flushed = anyio.Event()
+        self._price: float | None = None  # the highest cost of one image seen
+        self._in_flight_cost = 0.0
+
+    def stop(self) -> None:
+        """Stop sending rows; those in flight finish (Ctrl-C's first press)."""
+        self._stopping = True
+        self._stopped = self._stopped or "stopped"
+        self._wake.set()
+
+    # -- the run --
+
+    async def run(self) -> Summary:
+        """Run every row that is not done; return the summary (see the module docstring)."""
+        await self.ledger.open()
+        try:
+            await self._check_input()
+            await self._prepare_counts()
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._flusher)
+                    try:
+                        await self._run_rows()
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            await self._flush_all()
+                        tg.cancel_scope.cancel()
+            finally:
+                # Even when abandoned: the manifest says what the ledger says.
+                with anyio.CancelScope(shield=True):
+                    summary = await self._finish()
+            return summary
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.ledger.close()
+
+    async def _run_rows(self) -> None:
+        if self._orch is not None:
+            await self._loop(self._orch)
+            return
+        assert self._own is not None
+        async with self._own as orch:
+            await self._loop(orch)
+
+    async def _finish(self) -> Summary:
+        problems = await self.ledger.problems(20)
+        lines = await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.out))
+        await self.ledger.set_meta({"clean": "1"})
+        seconds = time.monotonic() - self.counts.started
+        return Summary(self.counts, self.out, lines, self._stopped, problems, seconds)
+
+    # -- the input against the ledger --
+
+    async def _check_input(self) -> None:
+        meta = await self.ledger.meta()
+        fingerprint = {
+            "input_sha256": await anyio.to_thread.run_sync(_sha256, self.source),
+            "input_format": self.fmt,
+            "defaults": orjson.dumps(
+                self.defaults, option=orjson.OPT_SORT_KEYS, default=str
+            ).decode(),
+        }
+        if meta and any(meta.get(name) != value for name, value in fingerprint.items()):
+            await self._compare_input()  # raises InputChanged unless rows were only added
+        if meta.get("clean") == "0":  # the last run did not end: its manifest may lag
+            await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.out))
+        await self.ledger.set_meta(fingerprint | {"source": str(self.source), "clean": "0"})
+
+    async def _compare_input(self) -> None:
+        changed: list[str] = []
+        count, last = 0, 0
+        async for row, known in self._rows_with_ledger():
+            last = row.line
+            if known is not None and known.key != row.key:
+                count += 1
+                if len(changed) < 5:
+                    changed.append(str(row.line))
+        beyond = await self.ledger.rows_after(last, 1)
+        if not count and not beyond:
+            return
+        lines = ", ".join(changed) + (" and more" if count > len(changed) else "")
+        what = f"line {lines} differs" if count == 1 else f"lines {lines} differ"
+        if beyond:
+            what = (f"{what}; " if count else "") + f"line {beyond[0].line} is gone from it"
+        raise InputChanged(
+            f"input {self.source} is not the one the ledger in {self.out} was made from "
+            f"({what}, or the row defaults changed): rerun with that input and those "
+            "settings, or use another --out"
+        )
+
+    async def _rows_with_ledger(self) -> AsyncIterator[tuple[Row | BadRow, LedgerRow | None]]:
+        # (input row, its ledger row or None): both walked in line order, in batches.
+        rows: Iterator[Row | BadRow] = read(self.source, self.fmt, self.defaults)
+        known: deque[LedgerRow] = deque()
+        fetched, ledger_done = 0, False
+        while batch := await anyio.to_thread.run_sync(lambda: list(islice(rows, _BATCH))):
+            for row in batch:
+                while True:
+                    if not known and not ledger_done:
+                        more = await self.ledger.rows_after(fetched, _BATCH * 4)
+                        ledger_done = len(more) < _BATCH * 4
+                        fetched = more[-1].line if more else fetched
+                        known.extend(more)
+                    if known and known[0].line < row.line:  # a line the input no longer has
+                        known.popleft()
+                        continue
+                    break
+                match = known.popleft() if known and known[0].line == row.line else None
+                yield row, match
+
+    async def _prepare_counts(self) -> None:
+        counts = self.counts
+        counts.total = await anyio.to_thread.run_sync(count_rows, self.source, self.fmt)
+        totals = await self.ledger.totals()
+        counts.done = counts.done_before = totals.get("done", (0, 0.0))[0]
+        counts.cost = sum(cost for _, cost in totals.values())
+        counts.invalid = totals.get("invalid", (0, 0.0))[0]
+        counts.failed = 0 if self.retry_failed else totals.get("failed", (0, 0.0))[0]
+
+    # -- sending --
+
+    async def _loop(self, orch: Orchestrator) -> None:
+        source = aiter(self._rows_with_ledger())
+        exhausted = False
+        while True:
+            self._collect()
+            if not exhausted and not self._stopping and len(self._live) < self.concurrency:
+                if len(self._ops) > _MAX_PENDING_OPS:
+                    await self._flush_some()
+                    continue
+                if self._retry and self._retry[0][0] <= anyio.current_time():
+                    await self._send(orch, self._retry.popleft()[1])
+                    continue
+                allowed = self._affordable()
+                if allowed:
+                    item = await anext(source, None)
+                    if item is None:
+                        exhausted = True
+                    else:
+                        await self._start(orch, *item)
+                    continue
+                if allowed is False:
+                    self._stopping, self._stopped = True, "budget"
+                    continue
+            if not self._live and (exhausted or self._stopping) and not self._retry:
+                return
+            await self._sleep()
+
+    async def _sleep(self) -> None:
+        # Until a task finishes, a retry is due, or stop() is called.
+        self._wake = anyio.Event()
+        wait = self._retry[0][0] - anyio.current_time() if self._retry else None
+        with anyio.move_on_after(wait):
+            await self._wake.wait()
+
+    def _affordable(self) -> bool | None:
+        # True: send the next row; None: wait for a price; False: the budget is reached.
+        if self.budget is None:
+            return True
+        if self._price is None:
+            return None if self._live else self.counts.cost < self.budget
+        spent = self.counts.cost + self._in_flight_cost
+        return spent + self._price <= self.budget if spent < self.budget else False
+
+    async def _start(self, orch: Orchestrator, row: Row | BadRow, known: LedgerRow | None) -> None:
+        if known is not None and known.key != row.key:
+            raise InputChanged(f"input {self.source} changed during the run (line {row.line})")
+        status = known.status if known is not None else None
+        if status in ("done", "invalid") or (status == "failed" and not self.retry_failed):
+            return
+        if isinstance(row, BadRow):
+            self._invalid(row.line, row.key, row.request, row.error)
+            return
+        generation, attempts, task_uuid = 0, 0, None
+        if known is not None:
+            generation, attempts, task_uuid = known.generation, known.attempts, known.task_uuid
+            if status == "failed" and known.failure != "delivery":
+                generation, task_uuid = generation + 1, None
+        task_uuid = task_uuid or row.task_uuid(generation)
+        await self._send(orch, _Live(row, task_uuid, generation, attempts, time.time()))
+
+    async def _send(self, orch: Orchestrator, live: _Live) -> None:
+        row = live.row
+        live.attempts += 1
+        metadata = row.metadata | {"line": row.line, "key": row.key}
+        spec = row.spec(live.task_uuid, self._sinks, metadata)
+        if hasattr(spec, "return_base64_image") and spec.return_base64_image is None:
+            spec.return_base64_image = True  # the bytes come with the result: no second GET
+        try:
+            handle = await orch.submit(spec)
+        except LocalProtocolError as exc:  # a value out of range: the row is bad
+            self._invalid(row.line, row.key, row.request, f"line {row.line}: {_one_line(exc)}")
+            return
+        self._live[handle] = live
+        self.counts.in_flight += 1
+        live.estimate = (self._price or 0.0) * int(row.fields.get("number_results", 1))
+        self._in_flight_cost += live.estimate
+        handle.add_done_callback(self._on_done)
+        self._op(
+            records.submitted(
+                row.line,
+                row.key,
+                live.task_uuid,
+                live.generation,
+                live.attempts,
+                row.request,
+                live.submitted_at,
+            )
+        )
+
+    def _on_done(self, handle: TaskHandle) -> None:
+        self._finished.append(handle)
+        self._wake.set()
+
+    # -- results --
+
+    def _collect(self) -> None:
+        while self._finished:
+            handle = self._finished.popleft()
+            live = self._live.pop(handle)
+            self.counts.in_flight -= 1
+            self._in_flight_cost -= live.estimate
+            try:
+                result = handle.result_nowait()
+            except OrchestratorError as exc:
+                self._failed_task(live, exc)
+            else:
+                self._done(live, result)
+
+    def _failed_task(self, live: _Live, exc: OrchestratorError) -> None:
+        retryable = isinstance(exc, OrchestratorTimeout | TransportError) or (
+            isinstance(exc, RemoteTaskError) and exc.retryable
+        )
+        if retryable and live.attempts < self.attempts and not self._stopping:
+            self.counts.retried += 1
+            delay = min(30.0, 0.5 * 2 ** (live.attempts - 1))
+            self._retry.append((anyio.current_time() + delay, live))
+            return
+        if isinstance(exc, TaskCancelled):
+            return  # abandoned: still ``submitted`` in the ledger, and a rerun sends it
+        self._fail(live, "task", _one_line(exc), None)
+
+    def _done(self, live: _Live, result: Any) -> None:
+        row = live.row
+        failures = [d for image in result.images for d in image.deliveries if not d.ok]
+        cost = result.cost if any(i.cost is not None for i in result.images) else None
+        self.counts.cost += cost or 0.0
+        self._learn_price(result)
+        if failures:
+            first = failures[0]
+            self._fail(live, "delivery", f"delivery to {first.sink} failed: {first.error}", cost)
+            return
+        images = orjson.dumps(outputs(result, self._files.label, self.out)).decode()
+        seeds = orjson.dumps([image.seed for image in result.images]).decode()
+        self._op(records.done(row.line, cost, seeds, images, time.time()))
+        self.counts.done += 1
+        self.counts.images += len(result.images)
+
+    def _learn_price(self, result: Any) -> None:
+        costs = [image.cost for image in result.images if image.cost is not None]
+        if self.budget is not None and not costs and self._price is None:
+            self.on_problem("the server reports no cost: the budget cannot be kept")
+        self._price = max([self._price or 0.0, *costs])
+
+    def _fail(self, live: _Live, failure: str, error: str, cost: float | None) -> None:
+        self._op(records.failed(live.row.line, error, failure, cost, time.time()))
+        self.counts.failed += 1
+        self.on_problem(f"line {live.row.line} failed: {error}")
+
+    def _invalid(self, line: int, key: str, request: str, error: str) -> None:
+        self._op(records.invalid(line, key, request, error))
+        self.counts.invalid += 1
+        self.on_problem(error)
+
+    # -- ledger writes --
+
+    def _op(self, op: records.Op) -> None:
+        self._ops.append(op)
+        self._ops_ready.set()
+
+    def _take_ops(self) -> list[records.Op]:
+        ops, self._ops = self._ops, []
+        return ops
+
+    async def _flusher(self) -> None:
+        # One batch at a time: while one commits, the next gathers.
+        while True:
+            await self._ops_ready.wait()
+            self._ops_ready = anyio.Event()
+            if self._ops:
+                await self.ledger.apply(self._take_ops())
+            self._flushed.set()
+            self._flushed = anyio.Event()
+
+    async def _flush_some(self) -> None:
+        await self._flushed.wait()
+
+    async def _flush_all(self) -> None:
+        if self._ops:
+            await self.ledger.apply(self._take_ops())
+
+
+def _one_line(exc: BaseException) -> str:
+    # A validation error lists its fields on lines of their own: one line for the ledger.
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    return "; ".join([first, *(part.strip() for part in rest)]) if rest else first
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
