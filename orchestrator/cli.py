@@ -153,7 +153,12 @@ def _add_run(commands: Any) -> None:
         choices=("procedural", "fixed"),
         help="the embedded server's backend (no --endpoint): fixed is for load tests",
     )
-    run.add_argument("--progress", choices=("auto", "rich", "plain", "none"), default="auto")
+    run.add_argument(
+        "--progress",
+        choices=("auto", "rich", "plain", "none"),
+        default="auto",
+        help="auto: a live bar on a terminal, else plain lines (on stderr)",
+    )
     run.add_argument(
         "--progress-interval", type=float, default=2.0, help="seconds between plain lines"
     )
@@ -221,9 +226,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _run_async(bulk: Any, args: argparse.Namespace) -> int:
-    from .bulk.progress import print_summary, report
-
     from .bulk import InputChanged
+    from .bulk.progress import print_summary, report
 
     done: list[Any] = []
     refused: list[InputChanged] = []

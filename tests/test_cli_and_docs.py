@@ -87,11 +87,35 @@ def test_offline_example_runs() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_readme_main_command_generates_images(tmp_path: Path) -> None:
+def test_readme_main_command_makes_a_dataset(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split("<!-- main-command -->")[1].split("<!-- /main-command -->")[0]
-    command = block.strip().strip("`").strip().split("&&")[-1]  # after install: the generation
-    assert command.split()[:2] == [".venv/bin/orchestrator", "generate"]
+    command = block.strip().strip("`").strip().split("&&")[-1].split()  # after the install
+    assert command[:2] == [".venv/bin/orchestrator", "run"]
+    args = [str(tmp_path / "dataset") if arg == "dataset/" else arg for arg in command[1:]]
+    assert str(tmp_path / "dataset") in args
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args, "--progress", "plain"],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+        cwd=ROOT,
+    )
+    rows = (ROOT / "examples" / "prompts.jsonl").read_text().splitlines()
+    lines = [orjson.loads(line) for line in (tmp_path / "dataset" / "manifest.jsonl").open("rb")]
+    wanted = sum(
+        orjson.loads(row).get("number_results", orjson.loads(row).get("numberResults", 1))
+        for row in rows
+    )
+    assert len(rows) >= 24 and len(lines) == wanted
+    assert f"done: {len(rows)} (0 before this run)" in done.stdout
+    for line in lines:
+        data = (tmp_path / "dataset" / line["path"]).read_bytes()
+        assert data[:3] == b"\xff\xd8\xff" and hashlib.sha256(data).hexdigest() == line["sha256"]
+
+
+def test_generate_writes_images_and_prints_their_paths(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "generate", "a red fox", "-n", "2"]
         + ["--out", str(tmp_path)],

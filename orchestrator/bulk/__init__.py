@@ -14,8 +14,9 @@ A run keeps a ledger in its directory: run the same command again after a crash,
 
 from .ledger import Ledger
 from .manifest import MANIFEST
+from .resume import InputChanged
 from .rows import KINDS, BadRow, Row
-from .runner import LEDGER, BulkRun, Counts, InputChanged, Summary
+from .runner import LEDGER, BulkRun, Counts, Summary
 
 __all__ = [
     "KINDS",

@@ -35,12 +35,10 @@ finished is in the ledger, and the manifest is rebuilt from it.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any, Final
 
@@ -63,18 +61,14 @@ from ..handle import TaskHandle
 from . import ledger as records
 from .ledger import Ledger, LedgerRow
 from .manifest import outputs, rebuild
+from .resume import InputChanged, check_unchanged, fingerprint, sweep_temporary, walk
 from .rows import BadRow, Format, Row, count_rows, detect_format, read
 
-__all__ = ["BulkRun", "Counts", "InputChanged", "Summary"]
+__all__ = ["BulkRun", "Counts", "Summary"]
 
 LEDGER: Final = "ledger.sqlite"
 IMAGES: Final = "images/{line:07d}_{index}.{ext}"
-_BATCH: Final = 512  # rows read (and ledger rows looked up) per trip to a worker thread
 _MAX_PENDING_OPS: Final = 8192  # ledger writes waiting before submitting waits for them
-
-
-class InputChanged(UsageError):
-    """The input is not the one this directory's ledger was made from."""
 
 
 @dataclass(slots=True)
@@ -251,60 +245,17 @@ class BulkRun:
 
     async def _check_input(self) -> None:
         meta = await self.ledger.meta()
-        fingerprint = {
-            "input_sha256": await anyio.to_thread.run_sync(_sha256, self.source),
-            "input_format": self.fmt,
-            "defaults": orjson.dumps(
-                self.defaults, option=orjson.OPT_SORT_KEYS, default=str
-            ).decode(),
-        }
-        if meta and any(meta.get(name) != value for name, value in fingerprint.items()):
-            await self._compare_input()  # raises InputChanged unless rows were only added
-        if meta.get("clean") == "0":  # the last run did not end: its manifest may lag
+        facts = await fingerprint(self.source, self.fmt, self.defaults)
+        if meta and any(meta.get(name) != value for name, value in facts.items()):
+            # Refused unless rows were only added at the end.
+            await check_unchanged(self._walk(), self.ledger, self.source, self.out)
+        if meta.get("clean") == "0":  # the last run did not end: clear up after it
+            await anyio.to_thread.run_sync(sweep_temporary, self._files.root)
             await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.out))
-        await self.ledger.set_meta(fingerprint | {"source": str(self.source), "clean": "0"})
+        await self.ledger.set_meta(facts | {"source": str(self.source), "clean": "0"})
 
-    async def _compare_input(self) -> None:
-        changed: list[str] = []
-        count, last = 0, 0
-        async for row, known in self._rows_with_ledger():
-            last = row.line
-            if known is not None and known.key != row.key:
-                count += 1
-                if len(changed) < 5:
-                    changed.append(str(row.line))
-        beyond = await self.ledger.rows_after(last, 1)
-        if not count and not beyond:
-            return
-        lines = ", ".join(changed) + (" and more" if count > len(changed) else "")
-        what = f"line {lines} differs" if count == 1 else f"lines {lines} differ"
-        if beyond:
-            what = (f"{what}; " if count else "") + f"line {beyond[0].line} is gone from it"
-        raise InputChanged(
-            f"input {self.source} is not the one the ledger in {self.out} was made from "
-            f"({what}, or the row defaults changed): rerun with that input and those "
-            "settings, or use another --out"
-        )
-
-    async def _rows_with_ledger(self) -> AsyncIterator[tuple[Row | BadRow, LedgerRow | None]]:
-        # (input row, its ledger row or None): both walked in line order, in batches.
-        rows: Iterator[Row | BadRow] = read(self.source, self.fmt, self.defaults)
-        known: deque[LedgerRow] = deque()
-        fetched, ledger_done = 0, False
-        while batch := await anyio.to_thread.run_sync(lambda: list(islice(rows, _BATCH))):
-            for row in batch:
-                while True:
-                    if not known and not ledger_done:
-                        more = await self.ledger.rows_after(fetched, _BATCH * 4)
-                        ledger_done = len(more) < _BATCH * 4
-                        fetched = more[-1].line if more else fetched
-                        known.extend(more)
-                    if known and known[0].line < row.line:  # a line the input no longer has
-                        known.popleft()
-                        continue
-                    break
-                match = known.popleft() if known and known[0].line == row.line else None
-                yield row, match
+    def _walk(self) -> AsyncIterator[tuple[Row | BadRow, LedgerRow | None]]:
+        return walk(read(self.source, self.fmt, self.defaults), self.ledger)
 
     async def _prepare_counts(self) -> None:
         counts = self.counts
@@ -318,7 +269,7 @@ class BulkRun:
     # -- sending --
 
     async def _loop(self, orch: Orchestrator) -> None:
-        source = aiter(self._rows_with_ledger())
+        source = aiter(self._walk())
         exhausted = False
         while True:
             self._collect()
@@ -502,11 +453,3 @@ def _one_line(exc: BaseException) -> str:
     # A validation error lists its fields on lines of their own: one line for the ledger.
     first, *rest = str(exc).splitlines() or [type(exc).__name__]
     return "; ".join([first, *(part.strip() for part in rest)]) if rest else first
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
