@@ -103,11 +103,10 @@ def test_readme_main_command_makes_a_dataset(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     rows = (ROOT / "examples" / "prompts.jsonl").read_text().splitlines()
-    lines = [orjson.loads(line) for line in (tmp_path / "dataset" / "manifest.jsonl").open("rb")]
-    wanted = sum(
-        orjson.loads(row).get("number_results", orjson.loads(row).get("numberResults", 1))
-        for row in rows
-    )
+    manifest = (tmp_path / "dataset" / "manifest.jsonl").read_bytes().splitlines()
+    lines = [orjson.loads(line) for line in manifest]
+    asked = [orjson.loads(row) for row in rows]
+    wanted = sum(row.get("number_results", row.get("numberResults", 1)) for row in asked)
     assert len(rows) >= 24 and len(lines) == wanted
     assert f"done: {len(rows)} (0 before this run)" in done.stdout
     for line in lines:
