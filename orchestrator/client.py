@@ -55,7 +55,7 @@ from .specs import (
 from .timers import Clock, SystemClock, Timers
 from .transport import Transport, WebSocketTransport
 
-if TYPE_CHECKING:  # loaded when used: httpx and aiofiles only for users of sinks
+if TYPE_CHECKING:  # loaded when used: httpx only for users of sinks
     from .delivery import Deliverer, Sink
 
 __all__ = ["Orchestrator"]
