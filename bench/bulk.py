@@ -14,9 +14,10 @@ server replays an earlier round's tasks):
 Prints tasks/s per mode (medians over rounds) and the ledger's overhead, bulk's time per
 task over ``map + files``' (the target: under 1.3x).
 
-Memory: ``BulkRun`` on 10,000 and on 100,000 input lines, each in a fresh process, printing
-its peak RSS (the input is streamed and the ledger walked in chunks: it must not grow with
-the input).
+Memory: ``BulkRun`` on 10,000 and on 100,000 input lines, each in a fresh process against
+an ``orchestrator serve`` process (which holds every image it hosts, for its time to live),
+printing the client's peak RSS (the input is streamed and the ledger walked in chunks: it
+must not grow with the input).
 
 Run: python bench/bulk.py [--tasks 10000] [--rounds 3] [--concurrency 256] [--memory-only]
 """
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,42 +110,51 @@ async def embedded(args: argparse.Namespace) -> None:
 async def external(args: argparse.Namespace) -> None:
     from orchestrator import Orchestrator
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0", "--backend", "fixed"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().split()[-1]
-        key = server.stdout.readline().split()[-1]
+    with external_server() as (url, key):
         async with Orchestrator(url, api_key=key) as orch:
             await throughput(orch, args, f"external orchestrator serve (fixed backend) at {url}")
-    finally:
-        server.terminate()
-        server.communicate(timeout=30)
 
 
-def memory_child(lines: int) -> None:
+def memory_child(lines: int, url: str, key: str) -> None:
     """Run a bulk run of ``lines`` rows in this process and print its peak RSS."""
     import anyio
 
     from orchestrator.bulk import BulkRun
 
     with tempfile.TemporaryDirectory(prefix="bench-bulk-mem-") as work:
-        source = write_prompts(Path(work) / "p.txt", lines, f"memory-{lines}")
-        run = BulkRun(source, Path(work) / "out", embedded={"backend": "fixed"}, concurrency=256)
+        source = write_prompts(Path(work) / "p.txt", lines, f"memory-{lines}-{time.time_ns()}")
+        run = BulkRun(source, Path(work) / "out", endpoints=[url], api_key=key, concurrency=256)
         started = time.perf_counter()
         summary = anyio.run(run.run)
         seconds = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"  {lines:7d} lines: peak RSS {peak:6.1f} MiB, {summary.counts.done / seconds:.0f} tasks/s")
+    rate = summary.counts.done / seconds
+    print(f"  {lines:7d} lines: peak RSS {peak:6.1f} MiB, {rate:.0f} tasks/s", flush=True)
 
 
 def memory(sizes: list[int]) -> None:
-    print("\nmemory (a fresh process per input, embedded default, fixed backend)")
-    for lines in sizes:
-        subprocess.run([sys.executable, __file__, "--child", str(lines)], check=True)
+    # The client's memory alone: the server (which hosts every image for its time to live)
+    # runs in a process of its own.
+    print("\nmemory (the bulk run in a fresh process per input; fixed backend in another)")
+    with external_server() as (url, key):
+        for lines in sizes:
+            command = [sys.executable, __file__, "--child", str(lines), url, key]
+            subprocess.run(command, check=True)
+
+
+@contextmanager
+def external_server() -> Iterator[tuple[str, str]]:
+    """``orchestrator serve --port 0 --backend fixed`` in a process of its own."""
+    command = [sys.executable, "-m", "orchestrator.cli", "serve", "--port", "0"]
+    server = subprocess.Popen([*command, "--backend", "fixed"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().split()[-1]
+        key = server.stdout.readline().split()[-1]
+        yield url, key
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
 
 
 def main() -> None:
@@ -152,10 +164,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--memory-only", action="store_true")
     parser.add_argument("--memory", type=int, nargs="*", default=[10_000, 100_000])
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        memory_child(args.child)
+        memory_child(int(args.child[0]), args.child[1], args.child[2])
         return
     import anyio
 

@@ -14,10 +14,12 @@ import orjson
 import pytest
 from PIL import Image
 
+from orchestrator import Config, Timeouts
 from orchestrator.bulk import BulkRun, InputChanged
 from orchestrator.bulk.rows import Row, normalize
 from orchestrator.delivery.types import dimensions
 
+from serverkit import KEY, GatedBackend, running
 from sinkkit import http_store
 
 pytestmark = pytest.mark.timeout(90)
@@ -256,6 +258,23 @@ async def test_failed_rows_are_quarantined_and_retry_failed_sends_them_again(
     assert retried.counts.failed == 1
     row = ledger_rows(out)[2]
     assert row["generation"] == 1 and row["task_uuid"] != failed["task_uuid"]
+
+
+async def test_a_row_that_times_out_is_tried_again_then_quarantined(tmp_path: Path) -> None:
+    backend = GatedBackend()  # never opens while the run lasts: every try times out
+    source, out = prompts(tmp_path / "p.txt", 1), tmp_path / "out"
+    config = Config(timeouts=Timeouts(task=0.3))
+    async with running(backend) as server:
+        try:
+            summary = await BulkRun(
+                source, out, endpoints=[server.url], api_key=KEY, config=config, attempts=2
+            ).run()
+        finally:
+            backend.gate.set()
+    assert summary.counts.retried == 1 and summary.counts.failed == 1
+    row = ledger_rows(out)[1]
+    assert row["status"] == "failed" and row["attempts"] == 2 and row["failure"] == "task"
+    assert backend.order == [row["task_uuid"]]  # the retry was the same task: never run twice
 
 
 async def test_a_failed_delivery_is_retried_with_the_same_task_uuid(tmp_path: Path) -> None:

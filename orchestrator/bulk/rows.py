@@ -200,7 +200,8 @@ def count_rows(path: Path, fmt: Format) -> int:
     """How many rows ``path`` holds (for progress): a streamed pass, no parsing but CSV's."""
     if fmt == "csv":
         with path.open("r", newline="", encoding="utf-8-sig") as source:
-            return sum(1 for record in csv.reader(source) if any(v.strip() for v in record)) - 1
+            records = sum(1 for record in csv.reader(source) if any(v.strip() for v in record))
+            return max(records - 1, 0)  # less the header
     with path.open("rb") as source:
         return sum(1 for raw in source if raw.strip())
 

@@ -117,6 +117,7 @@ class _Live:
     attempts: int
     submitted_at: float
     estimate: float = 0.0  # the cost it is expected to add, while in flight
+    tries: int = 0  # sent by this run (``attempts`` counts every run's)
 
 
 class BulkRun:
@@ -270,30 +271,38 @@ class BulkRun:
 
     async def _loop(self, orch: Orchestrator) -> None:
         source = aiter(self._walk())
+        waiting: _Live | None = None  # the next row to send, held while the budget waits
         exhausted = False
         while True:
             self._collect()
-            if not exhausted and not self._stopping and len(self._live) < self.concurrency:
-                if len(self._ops) > _MAX_PENDING_OPS:
-                    await self._flush_some()
-                    continue
-                if self._retry and self._retry[0][0] <= anyio.current_time():
-                    await self._send(orch, self._retry.popleft()[1])
-                    continue
-                allowed = self._affordable()
-                if allowed:
+            room = len(self._live) < self.concurrency and not self._stopping
+            if len(self._ops) > _MAX_PENDING_OPS:
+                await self._flush_some()
+            elif room and self._retry and self._retry[0][0] <= anyio.current_time():
+                await self._send(orch, self._retry.popleft()[1])
+            elif room and (waiting is not None or not exhausted):
+                if waiting is None:
                     item = await anext(source, None)
                     if item is None:
                         exhausted = True
                     else:
-                        await self._start(orch, *item)
+                        waiting = self._plan(*item)
                     continue
-                if allowed is False:
-                    self._stopping, self._stopped = True, "budget"
-                    continue
-            if not self._live and (exhausted or self._stopping) and not self._retry:
-                return
-            await self._sleep()
+                allowed = self._affordable()
+                if allowed:
+                    await self._send(orch, waiting)
+                    waiting = None
+                elif allowed is False:
+                    self.stop()
+                    self._stopped = "budget"
+                else:
+                    await self._sleep()  # for the first result, and the price it tells
+            else:
+                if self._stopping:
+                    self._retry.clear()  # still ``submitted``: a rerun sends them
+                if not self._live and not self._retry and (exhausted or self._stopping):
+                    return
+                await self._sleep()
 
     async def _sleep(self) -> None:
         # Until a task finishes, a retry is due, or stop() is called.
@@ -311,26 +320,28 @@ class BulkRun:
         spent = self.counts.cost + self._in_flight_cost
         return spent + self._price <= self.budget if spent < self.budget else False
 
-    async def _start(self, orch: Orchestrator, row: Row | BadRow, known: LedgerRow | None) -> None:
+    def _plan(self, row: Row | BadRow, known: LedgerRow | None) -> _Live | None:
+        # What to send for a row, or None when there is nothing to (a bad row is recorded).
         if known is not None and known.key != row.key:
             raise InputChanged(f"input {self.source} changed during the run (line {row.line})")
         status = known.status if known is not None else None
         if status in ("done", "invalid") or (status == "failed" and not self.retry_failed):
-            return
+            return None
         if isinstance(row, BadRow):
             self._invalid(row.line, row.key, row.request, row.error)
-            return
+            return None
         generation, attempts, task_uuid = 0, 0, None
         if known is not None:
             generation, attempts, task_uuid = known.generation, known.attempts, known.task_uuid
             if status == "failed" and known.failure != "delivery":
                 generation, task_uuid = generation + 1, None
         task_uuid = task_uuid or row.task_uuid(generation)
-        await self._send(orch, _Live(row, task_uuid, generation, attempts, time.time()))
+        return _Live(row, task_uuid, generation, attempts, time.time())
 
     async def _send(self, orch: Orchestrator, live: _Live) -> None:
         row = live.row
         live.attempts += 1
+        live.tries += 1
         metadata = row.metadata | {"line": row.line, "key": row.key}
         spec = row.spec(live.task_uuid, self._sinks, metadata)
         if hasattr(spec, "return_base64_image") and spec.return_base64_image is None:
@@ -380,9 +391,9 @@ class BulkRun:
         retryable = isinstance(exc, OrchestratorTimeout | TransportError) or (
             isinstance(exc, RemoteTaskError) and exc.retryable
         )
-        if retryable and live.attempts < self.attempts and not self._stopping:
+        if retryable and live.tries < self.attempts and not self._stopping:
             self.counts.retried += 1
-            delay = min(30.0, 0.5 * 2 ** (live.attempts - 1))
+            delay = min(30.0, 0.5 * 2 ** (live.tries - 1))
             self._retry.append((anyio.current_time() + delay, live))
             return
         if isinstance(exc, TaskCancelled):
