@@ -84,6 +84,7 @@ async def _rich(counts: Counts, console: Console) -> None:
                 failed = counts.failed + counts.invalid
                 bar.update(
                     task,
+                    total=counts.total,  # known once the input is counted
                     completed=counts.finished,
                     images=images,
                     in_flight=counts.in_flight,
