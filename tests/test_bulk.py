@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from PIL import Image
 
-from orchestrator import Config, Timeouts
+from orchestrator import Config, Timeouts, UsageError
 from orchestrator.bulk import BulkRun, InputChanged
 from orchestrator.bulk.rows import Row, normalize
 from orchestrator.delivery.types import dimensions
@@ -344,3 +345,18 @@ def test_image_sizes_are_read_from_the_header(fmt: str, options: dict[str, Any])
     assert dimensions(encoded(fmt, (321, 123), **options)) == (321, 123)
     assert dimensions(encoded(fmt, (321, 123), **options)[:9]) is None
     assert dimensions(b"not an image") is None
+
+
+async def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    source, out = prompts(tmp_path / "p.txt", 2), tmp_path / "out"
+    backend = GatedBackend()
+    async with running(backend) as server:
+        first = BulkRun(source, out, endpoints=[server.url], api_key=KEY)
+        second = BulkRun(source, out, endpoints=[server.url], api_key=KEY)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first.run)
+            await backend.wait_started()  # the first run holds the directory
+            with pytest.raises(UsageError, match="another run is using"):
+                await second.run()
+            backend.gate.set()
+    assert_consistent(out, 2)

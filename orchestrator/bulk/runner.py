@@ -35,9 +35,11 @@ finished is in the ledger, and the manifest is rebuilt from it.
 
 from __future__ import annotations
 
+import fcntl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -205,6 +207,10 @@ class BulkRun:
 
     async def run(self) -> Summary:
         """Run every row that is not done; return the summary (see the module docstring)."""
+        with _exclusive(self.out):
+            return await self._run()
+
+    async def _run(self) -> Summary:
         await self.ledger.open()
         try:
             await self._check_input()
@@ -458,6 +464,18 @@ class BulkRun:
     async def _flush_all(self) -> None:
         if self._ops:
             await self.ledger.apply(self._take_ops())
+
+
+@contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    # Two runs on one directory would send the same rows twice: the second is refused.
+    # The lock is the kernel's, so a run killed with -9 leaves none behind.
+    with (out / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another run is using {out}: wait for it, or stop it") from None
+        yield
 
 
 def _one_line(exc: BaseException) -> str:
