@@ -360,3 +360,36 @@ async def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> 
                 await second.run()
             backend.gate.set()
     assert_consistent(out, 2)
+
+
+def test_csv_cells_are_read_as_their_fields_types() -> None:
+    lora = '[{"modelId": "civitai:58390@62833", "weight": 0.8}]'
+    cells = {"prompt": "x", "model": "4", "seed": "12", "guidance": "7.5", "check_nsfw": "yes"}
+    row = normalize(2, cells | {"lora": lora, "size": "1024x1024"}, {}, typed=False)
+    assert isinstance(row, Row)
+    assert row.fields["seed"] == 12 and row.fields["guidance"] == 7.5
+    assert row.fields["model"] == 4 and row.fields["size"] == "1024x1024"
+    assert row.fields["check_nsfw"] is True and row.fields["lora"][0].weight == 0.8
+    row.spec(row.task_uuid(), (), {}).prepare(row.task_uuid())  # the protocol takes it all
+    for name, cell, rule in [
+        ("seed", "twelve", "must be a whole number"),
+        ("guidance", "lots", "must be a number"),
+        ("check_nsfw", "maybe", "must be true or false"),
+        ("lora", "[{", "must be a JSON list"),
+    ]:
+        bad = normalize(2, {"prompt": "x", name: cell}, {}, typed=False)
+        assert bad.error == f"line 2: {name} = {cell!r}: {rule}"  # type: ignore[union-attr]
+
+
+def test_the_summary_names_what_is_left_and_why(tmp_path: Path) -> None:
+    from orchestrator.bulk import Counts, Summary
+    from orchestrator.bulk.progress import print_summary
+
+    counts = Counts(total=10, done=6, done_before=2, failed=1, invalid=1, images=4, cost=0.5)
+    summary = Summary(counts, tmp_path, 6, "budget", [(3, "failed", "line 3: boom")], 1.0)
+    for rich in (False, True):
+        out = io.StringIO()
+        print_summary(summary, rich=rich, stream=out)
+        text = out.getvalue()
+        assert "rerun with a higher --budget" in text and "boom" in text
+        assert "6 (2 before this run)" in text
