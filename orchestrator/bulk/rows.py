@@ -246,11 +246,10 @@ def normalize(
     ``typed``: the row's values are JSON's (else text, as CSV cells are, read as the
     field's type).
     """
-    text = orjson.dumps(raw, default=str).decode()
     row = dict(raw)
     metadata = row.pop("metadata", None) or defaults.get("metadata") or {}
     if not isinstance(metadata, dict):
-        return _bad(line, text, "metadata: must be an object of placeholder values")
+        return _bad(line, _text(raw), "metadata: must be an object of placeholder values")
     try:
         chosen = row.pop("task_type", row.pop("taskType", None))
         kind = _kind(chosen if chosen is not None else defaults.get("task_type", "text_to_image"))
@@ -264,11 +263,16 @@ def normalize(
         ).decode()
         values = _objects(values)
     except ValueError as exc:
-        return _bad(line, text, str(exc))
+        return _bad(line, _text(raw), str(exc))
     except orjson.JSONEncodeError as exc:
-        return _bad(line, text, f"a value is not JSON: {exc}")
+        return _bad(line, _text(raw), f"a value is not JSON: {exc}")
     key = hashlib.sha256(f"{line}\n{request}".encode()).hexdigest()[:32]
     return Row(line, key, kind, values, metadata, request)
+
+
+def _text(raw: Mapping[str, Any]) -> str:
+    # A bad row's own text, for the ledger (only bad rows pay for it).
+    return orjson.dumps(raw, default=str).decode()
 
 
 def _kind(value: Any) -> str:
