@@ -294,3 +294,29 @@ async def test_closing_the_orchestrator_cancels_a_task_waiting_for_its_deliverie
                 assert not handle.done()  # done on the wire, its PUT held by the store
             with pytest.raises(TaskCancelled):
                 await handle.result()
+
+
+async def test_a_directory_sink_never_writes_outside_its_root_through_a_symlink(
+    tmp_path: Path,
+) -> None:
+    from orchestrator.delivery import DirectorySink
+    from orchestrator.delivery.sinks import Payload
+    from orchestrator.delivery.templates import Placeholders
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    target = DirectorySink(root / "{label}/{image_uuid}.{ext}")
+    payload = Payload(b"\xff\xd8\xff-bytes", "image/jpeg", "0" * 64, b"0" * 16)
+
+    def where(label: str) -> Placeholders:
+        return Placeholders("t", "i", 0, None, "jpg", {"label": label})
+
+    with pytest.raises(UploadError, match="is outside"):
+        await target.store(payload, where("link"), None)  # type: ignore[arg-type]
+    assert list(outside.iterdir()) == []
+    location, _ = await target.store(payload, where("plain"), None)  # type: ignore[arg-type]
+    assert location == str(root.resolve() / "plain" / "i.jpg")
+    assert await anyio.Path(location).read_bytes() == payload.data

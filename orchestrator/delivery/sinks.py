@@ -212,16 +212,14 @@ class DirectorySink(Sink):
         _check_writable(self.root, self.label)
 
     async def store(self, payload: Payload, where: Placeholders, io: Transfers) -> tuple[str, int]:
-        target = (self.root / self.template.render(where)).resolve()
-        if not target.is_relative_to(self.root) or target == self.root:
-            raise UploadError(
-                f"sink {self.label!r}: {target} is outside {self.root}", sink=self.label, attempts=1
-            )
+        target = self.root / self.template.render(where)
         try:
-            await write_atomically(target, payload.data)
+            # The path is resolved (and kept inside the root) in the writing thread: resolving
+            # stats every component, and the event loop makes no system calls of its own.
+            written = await write_atomically(target, payload.data, inside=self.root)
         except OSError as exc:
             raise UploadError(f"sink {self.label!r}: {exc}", sink=self.label, attempts=1) from exc
-        return str(target), 1
+        return str(written), 1
 
 
 def _check_writable(root: Path, label: str) -> None:

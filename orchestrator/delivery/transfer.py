@@ -160,16 +160,22 @@ def _without_query(url: str) -> str:
     return url.split("?", 1)[0]
 
 
-async def write_atomically(path: Path, data: bytes) -> None:
+async def write_atomically(path: Path, data: bytes, *, inside: Path | None = None) -> Path:
     """Write ``data`` at ``path``: a temporary file in the same directory, flushed and
     fsynced, then renamed over ``path`` and the directory fsynced, so a reader (or a crash)
-    sees all or nothing, and once this returns the file survives a power cut."""
+    sees all or nothing, and once this returns the file survives a power cut.
+
+    Returns the path written, resolved. With ``inside`` (a resolved directory), a path that
+    resolves outside it, or to it, is refused with an OSError before anything is written."""
     # One trip to a worker thread for the whole write: each trip costs a context switch
     # or two, and a write is eight system calls.
-    await anyio.to_thread.run_sync(_write_atomically, path, data)
+    return await anyio.to_thread.run_sync(_write_atomically, path, data, inside)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, inside: Path | None) -> Path:
+    path = path.resolve()
+    if inside is not None and (not path.is_relative_to(inside) or path == inside):
+        raise OSError(f"{path} is outside {inside}")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
@@ -182,6 +188,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
         temporary.unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+    return path
 
 
 def _fsync_directory(directory: Path) -> None:
