@@ -194,11 +194,17 @@ def _row_defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in defaults.items() if value is not None}
 
 
+def _endpoint_has_key(args: argparse.Namespace) -> bool:
+    if args.endpoint and not args.api_key:
+        print("error: --api-key is required with --endpoint", file=sys.stderr)
+        return False
+    return True
+
+
 def _run(args: argparse.Namespace) -> int:
     from .bulk import BulkRun, InputChanged
 
-    if args.endpoint and not args.api_key:
-        print("error: --api-key is required with --endpoint", file=sys.stderr)
+    if not _endpoint_has_key(args):
         return 2
     if args.endpoint and args.backend:
         print("error: --backend is the embedded server's: not with --endpoint", file=sys.stderr)
@@ -311,8 +317,7 @@ def _choice(value: str) -> int | str:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.endpoint and not args.api_key:
-        print("error: --api-key is required with --endpoint", file=sys.stderr)
+    if not _endpoint_has_key(args):
         return 2
     out = args.out if args.out is not None or args.upload else "out"
     sinks = ([out] if out is not None else []) + list(args.upload)
