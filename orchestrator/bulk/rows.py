@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from protocol.identity import uuid_for
 from protocol.messages import ControlNet, Lora
+from protocol.tables import TaskType
 
 from ..specs import (
     GENERATION_FIELDS,
@@ -74,18 +75,18 @@ KINDS: Final[Mapping[str, type[TaskSpec]]] = {
     "enhance_prompt": EnhancePrompt,
     "preprocess_controlnet": PreprocessControlNet,
 }
-# The seed's taskType numbers (7, an upload, carries bytes: not a row's job).
-_BY_TASK_TYPE: Final = {
-    1: "text_to_image",
-    2: "image_to_image",
-    3: "inpaint",
-    4: "image_to_text",
-    5: "enhance_prompt",
-    6: "upscale",
-    8: "remove_background",
-    9: "controlnet",
-    10: "controlnet",
-    11: "preprocess_controlnet",
+# The seed's taskType ids (7, an upload, carries bytes: not a row's job).
+_BY_TASK_TYPE: Final[Mapping[int, str]] = {
+    TaskType.TEXT_TO_IMAGE: "text_to_image",
+    TaskType.IMAGE_TO_IMAGE: "image_to_image",
+    TaskType.INPAINTING: "inpaint",
+    TaskType.IMAGE_TO_TEXT: "image_to_text",
+    TaskType.PROMPT_ENHANCER: "enhance_prompt",
+    TaskType.IMAGE_UPSCALE: "upscale",
+    TaskType.REMOVE_BACKGROUND: "remove_background",
+    TaskType.CONTROLNET_TEXT_TO_IMAGE: "controlnet",
+    TaskType.CONTROLNET_IMAGE_TO_IMAGE: "controlnet",
+    TaskType.CONTROLNET_PREPROCESS: "preprocess_controlnet",
 }
 # Spec fields a row may not set: the run derives the taskUUID and owns the sinks.
 _RESERVED: Final = frozenset({"task_uuid", "deliver_to", "metadata"})
@@ -199,7 +200,7 @@ def _open_args(fmt: Format) -> dict[str, Any]:
 def count_rows(path: Path, fmt: Format) -> int:
     """How many rows ``path`` holds (for progress): a streamed pass, no parsing but CSV's."""
     if fmt == "csv":
-        with path.open("r", newline="", encoding="utf-8-sig") as source:
+        with path.open("r", **_open_args(fmt)) as source:
             records = sum(1 for record in csv.reader(source) if any(v.strip() for v in record))
             return max(records - 1, 0)  # less the header
     with path.open("rb") as source:

@@ -283,7 +283,7 @@ class BulkRun:
             self._collect()
             room = len(self._live) < self.concurrency and not self._stopping
             if len(self._ops) > _MAX_PENDING_OPS:
-                await self._flush_some()
+                await self._flushed.wait()  # the flusher catches up
             elif room and self._retry and self._retry[0][0] <= anyio.current_time():
                 await self._send(orch, self._retry.popleft()[1])
             elif room and (waiting is not None or not exhausted):
@@ -457,9 +457,6 @@ class BulkRun:
                 await self.ledger.apply(self._take_ops())
             self._flushed.set()
             self._flushed = anyio.Event()
-
-    async def _flush_some(self) -> None:
-        await self._flushed.wait()
 
     async def _flush_all(self) -> None:
         if self._ops:
