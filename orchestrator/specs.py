@@ -16,7 +16,8 @@ these exceptions, mapped here and only here:
 - a choice from one of the seed's tables drops its ``Id``/``Type`` and takes the
   table's id or its name: ``model`` (``"4"``, ``4``, ``"SDXL v1.0"`` or an AIR id),
   ``size`` (``11`` or ``"1024x1024"``), ``scheduler``, ``style``, ``language``,
-  ``preprocessor``;
+  ``preprocessor``; a size the table lacks is ``width`` with ``height`` instead (this
+  project's extension of the protocol, which our server understands);
 - ``prompt`` (``promptText``), ``negative_prompt`` (the legacy `` -no `` suffix),
   ``guidance`` (``gScale``), ``init_image_uuid`` (``imageInitiatorUUID``),
   ``mask_image_uuid`` (``imageMaskInitiatorUUID``), and ``UploadImage.image``
@@ -125,6 +126,8 @@ class _Generation(TaskSpec):
     number_results: int = 1
     model: str | int | None = None
     size: int | str | None = None
+    width: int | None = None
+    height: int | None = None
     steps: int | None = None
     guidance: float | None = None
     seed: int | None = None
@@ -174,6 +177,8 @@ class _Generation(TaskSpec):
 GENERATION_FIELDS: Final = (
     ("modelId", "model"),
     ("sizeId", "size"),
+    ("width", "width"),
+    ("height", "height"),
     ("steps", "steps"),
     ("gScale", "guidance"),
     ("seed", "seed"),
@@ -205,6 +210,8 @@ class GenerationOptions(TypedDict, total=False):
     number_results: int
     model: str | int | None
     size: int | str | None
+    width: int | None
+    height: int | None
     steps: int | None
     guidance: float | None
     seed: int | None

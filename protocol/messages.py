@@ -53,6 +53,9 @@ from .tables import (
     SCHEDULERS,
     SEED_MAX,
     SEED_MIN,
+    SIZE_MAX,
+    SIZE_MIN,
+    SIZE_STEP,
     SIZES,
     STEPS_MAX,
     STYLES,
@@ -61,6 +64,7 @@ from .tables import (
     ModelFamily,
     TaskType,
     preprocessors_for,
+    size_for,
 )
 from .validation import RuleError, field_errors
 
@@ -222,6 +226,7 @@ StyleId = Annotated[int, Strict(), _one_of(STYLES, "must be a known styleId (1-1
 _SD15: Final = CONTROLNET_PREPROCESSORS[ModelFamily.SD15]
 Preprocessor = Annotated[str, Strict(), _one_of(_SD15, _UNKNOWN_PREPROCESSOR)]
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
+Side = Annotated[int, Strict(), Field(ge=SIZE_MIN, le=SIZE_MAX, multiple_of=SIZE_STEP)]
 TrueFlag = Annotated[bool, PlainValidator(_is_true)]
 
 
@@ -365,8 +370,10 @@ class NewTask(_Request):
     A taskType must agree with its fields: image-to-image (2) and ControlNet
     image-to-image (10) need ``imageInitiatorUUID``, inpainting (3) also
     ``imageMaskInitiatorUUID``; ControlNet tasks (9, 10) need ``controlNet``.
-    ``strength`` (0-1, how far an image-to-image result may move from its init
-    image) is this project's extension; it is sent only when set.
+    Two of its fields are this project's extensions, sent only when set: ``strength``
+    (0-1, how far an image-to-image result may move from its init image), and
+    ``width`` with ``height`` (both or neither; 64-2048, multiples of 8), a size the
+    ``sizeId`` table lacks, which replaces ``sizeId``.
     """
 
     wire_name: ClassVar[str] = "newTask"
@@ -406,10 +413,14 @@ class NewTask(_Request):
     image_initiator_uuid: ImageUUID | None = Field(None, alias="imageInitiatorUUID")
     image_mask_initiator_uuid: ImageUUID | None = Field(None, alias="imageMaskInitiatorUUID")
     strength: Weight | None = None
+    width: Side | None = None
+    height: Side | None = None
     return_base64_image: Bool = Field(False, alias="returnBase64Image")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
+        if self.width is not None or self.height is not None:
+            self._check_free_size()
         self._check_images()
         self._check_control_net()
         if self.save_to_cache is False and self.upload_endpoint is None:
@@ -437,6 +448,14 @@ class NewTask(_Request):
         if not needs_init and self.strength is not None:
             raise RuleError("strength", self.strength, f"is not used by {self._kind()}")
 
+    def _check_free_size(self) -> None:
+        for wire_name, value in (("width", self.width), ("height", self.height)):
+            if value is None:
+                raise RuleError(wire_name, None, "is required with the other of width and height")
+        if "size_id" in self.model_fields_set:
+            rule = "cannot be given with width and height (they replace it)"
+            raise RuleError("sizeId", self.size_id, rule)
+
     def _kind(self) -> str:
         # Only built when a rule is broken: valid tasks are the hot path.
         return f"taskType {int(self.task_type)} ({TASK_TYPE_NAMES[self.task_type]})"
@@ -462,6 +481,13 @@ class NewTask(_Request):
                     guide.end_step,
                     f"must be at most steps ({self.steps})",
                 )
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """The ``(width, height)`` asked for: the free size, else the ``sizeId``'s."""
+        if self.width is not None and self.height is not None:
+            return self.width, self.height
+        return size_for(self.size_id)
 
     @property
     def positive_prompt(self) -> str:

@@ -40,6 +40,9 @@ __all__ = [
     "MODELS",
     "SCHEDULERS",
     "SEED_MAX",
+    "SIZE_MAX",
+    "SIZE_MIN",
+    "SIZE_STEP",
     "SEED_MIN",
     "SIZES",
     "STEPS_MAX",
@@ -131,6 +134,14 @@ SIZES: Final[Mapping[int, SizeInfo]] = MappingProxyType(
 )
 
 _SIZE_IDS: Final = {(s.width, s.height): i for i, s in SIZES.items()}
+
+
+#: Free sizes (this project's ``width``/``height`` extension of ``newTask``, for sizes the
+#: table lacks): each side within these bounds and a multiple of SIZE_STEP (the latent grid
+#: of a diffusion model: 8 pixels per latent cell).
+SIZE_MIN: Final = 64
+SIZE_MAX: Final = 2048
+SIZE_STEP: Final = 8
 
 
 def size_for(size_id: int) -> tuple[int, int]:

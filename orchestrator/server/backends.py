@@ -33,7 +33,7 @@ from protocol import (
     TaskRequest,
     UpscaleGanRequest,
 )
-from protocol.tables import ErrorId, TaskType, size_for
+from protocol.tables import ErrorId, TaskType
 
 from . import imaging
 
@@ -202,7 +202,7 @@ class ProceduralBackend:
             ctx.emit(self._transform(job, request))
 
     def _generate(self, job: Job, task: NewTask, ctx: JobContext) -> None:
-        width, height = size_for(task.size_id)
+        width, height = task.dimensions
         positive, negative = task.positive_prompt, task.negative_prompt
         for index in range(job.first, task.number_results):
             seed = job.seed + index

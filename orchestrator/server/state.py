@@ -337,7 +337,7 @@ def cache_key(task: NewTask) -> Hashable:
     return (
         task.prompt_text,
         str(task.model_id),
-        task.size_id,
+        task.dimensions,
         task.task_type,
         task.steps,
         task.g_scale,
