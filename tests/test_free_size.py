@@ -36,7 +36,9 @@ def test_a_free_size_replaces_the_size_id_and_round_trips() -> None:
         ({"width": 768, "height": 768, "sizeId": 1}, "sizeId", "cannot be given with width"),
     ],
 )
-def test_a_broken_free_size_names_the_field(fields: dict[str, object], field: str, rule: str) -> None:
+def test_a_broken_free_size_names_the_field(
+    fields: dict[str, object], field: str, rule: str
+) -> None:
     with pytest.raises(LocalProtocolError) as caught:
         task(**fields)
     assert field in str(caught.value) and rule in str(caught.value)
