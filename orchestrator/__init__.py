@@ -28,7 +28,7 @@ from .errors import (
     UploadError,
     UsageError,
 )
-from .handle import TaskHandle
+from .handle import Submission, TaskHandle
 from .records import Stats
 from .results import (
     Delivery,
@@ -57,8 +57,12 @@ from .specs import (
     UploadImage,
     Upscale,
 )
+from .vocabularies import VOCABULARIES, Credits
 
 __all__ = [
+    "VOCABULARIES",
+    "Credits",
+    "Submission",
     "Orchestrator",
     "Backoff",
     "Config",

@@ -12,7 +12,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Generator,
     Iterable,
     Mapping,
     Sequence,
@@ -31,7 +30,7 @@ from protocol.messages import ControlNet, TaskRequest
 
 from .config import Config
 from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
-from .handle import TaskHandle
+from .handle import Submission, TaskHandle
 from .inputs import TASK_REQUESTS, check_deadline, check_ws_url, embedded_server, fetch_image
 from .pool import Pool, Stats
 from .results import TaskResult
@@ -55,8 +54,9 @@ from .specs import (
 from .timers import Clock, SystemClock, Timers
 from .transport import Transport, WebSocketTransport
 
-if TYPE_CHECKING:  # loaded when used: httpx only for users of sinks
+if TYPE_CHECKING:  # loaded when used: httpx only for users of sinks and webhooks
     from .delivery import Deliverer, Sink
+    from .vocabularies import Credits
 
 __all__ = ["Orchestrator"]
 
@@ -210,7 +210,7 @@ class Orchestrator:
 
     # -- submitting --
 
-    def submit(self, task: Task, *, deadline: float | None = None) -> _Submission:
+    def submit(self, task: Task, *, deadline: float | None = None) -> Submission:
         """Submit a task; waits for room under the in-flight limits.
 
         ``async with orch.submit(task) as handle:`` cancels the task if the block
@@ -225,7 +225,7 @@ class Orchestrator:
             AuthenticationError: the server refused the key.
             InvalidState: the orchestrator is not running, or the taskUUID is in flight.
         """
-        return _Submission(self, task, deadline)
+        return Submission(lambda: self._submit(task, deadline))
 
     async def _submit(self, task: Task, deadline: float | None) -> TaskHandle:
         check_deadline(deadline)
@@ -461,6 +461,29 @@ class Orchestrator:
             image = await fetch_image(image, self.config.limits.max_frame)
         return await self.run(UploadImage(image=image), deadline=deadline)
 
+    async def submit_as(
+        self,
+        vocabulary: str,
+        request: Mapping[str, Any],
+        *,
+        credits: Credits | None = None,
+        deadline: float | None = None,
+    ) -> dict[str, Any]:
+        """Carry out a request written for another seed API (``akiio``, ``modelslab``,
+        ``imagetoimage``, ``stablecog``: ``VOCABULARIES``) and return that API's response;
+        see :mod:`orchestrator.vocabularies`. ``credits``: a balance the request spends."""
+        from .vocabularies import submit_as
+
+        return await submit_as(
+            self,
+            vocabulary,
+            request,
+            credits=credits,
+            deadline=deadline,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
     async def controlnet_preprocess(
         self,
         preprocessor: str,
@@ -471,27 +494,6 @@ class Orchestrator:
         """Make a ControlNet guide image (``result.image``); see :class:`PreprocessControlNet`."""
         spec = PreprocessControlNet(preprocessor=preprocessor, **options)
         return await self.run(spec, deadline=deadline)
-
-
-class _Submission:
-    """``orch.submit(task)``: awaitable (the handle) and an async context manager."""
-
-    __slots__ = ("_orch", "_task", "_deadline", "_handle")
-
-    def __init__(self, orch: Orchestrator, task: Task, deadline: float | None) -> None:
-        self._orch, self._task, self._deadline = orch, task, deadline
-        self._handle: TaskHandle | None = None
-
-    def __await__(self) -> Generator[Any, None, TaskHandle]:
-        return self._orch._submit(self._task, self._deadline).__await__()
-
-    async def __aenter__(self) -> TaskHandle:
-        self._handle = await self._orch._submit(self._task, self._deadline)
-        return self._handle
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 _END = object()  # the end of map()'s source

@@ -9,8 +9,8 @@ reaches the handle through the connection and the pool.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator
+from typing import Any, Protocol
 
 from protocol.messages import Image, NewUploadedImageUUID, PreProcessControlNetResult, TaskRequest
 from protocol.session import Progress
@@ -29,7 +29,7 @@ from .results import (
 )
 from .specs import TaskSpec
 
-__all__ = ["TaskHandle"]
+__all__ = ["Submission", "TaskHandle"]
 
 
 class _Owner(Protocol):
@@ -311,3 +311,25 @@ class TaskHandle:
             self._waiters = None
         elif isinstance(waiters, list) and waiter in waiters:
             waiters.remove(waiter)
+
+
+class Submission:
+    """``orch.submit(task)``: awaitable (the handle) and an async context manager that
+    cancels the task when its block is left."""
+
+    __slots__ = ("_submit", "_handle")
+
+    def __init__(self, submit: Callable[[], Awaitable[TaskHandle]]) -> None:
+        self._submit = submit
+        self._handle: TaskHandle | None = None
+
+    def __await__(self) -> Generator[Any, None, TaskHandle]:
+        return self._submit().__await__()
+
+    async def __aenter__(self) -> TaskHandle:
+        self._handle = await self._submit()
+        return self._handle
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()

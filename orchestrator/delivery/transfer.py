@@ -107,11 +107,12 @@ async def put(
     rng: random.Random,
     sink: str,
     limiter: anyio.CapacityLimiter,
+    method: str = "PUT",
 ) -> PutOutcome:
-    """PUT ``data`` to ``url``: connection errors, timeouts, 408, 429 and 5xx are tried
-    again after a backoff with jitter (or the answer's ``Retry-After``, capped); any other
-    answer that is not a success is final. Each attempt holds one slot of ``limiter``
-    (the uploads in flight), and none is held while waiting to try again.
+    """PUT (or ``method``) ``data`` to ``url``: connection errors, timeouts, 408, 429 and
+    5xx are tried again after a backoff with jitter (or the answer's ``Retry-After``,
+    capped); any other answer that is not a success is final. Each attempt holds one slot
+    of ``limiter`` (the uploads in flight), and none is held while waiting to try again.
 
     Raises UploadError with the sink, the last status and the attempts."""
     last, status = "no attempt", None
@@ -120,7 +121,9 @@ async def put(
         try:
             async with limiter:
                 with anyio.fail_after(policy.timeout):
-                    response = await client.put(url, content=data, headers=dict(headers))
+                    response = await client.request(
+                        method, url, content=data, headers=dict(headers)
+                    )
         except TimeoutError:
             last, status = f"no answer within {policy.timeout:g} s", None
         except httpx.HTTPError as exc:
@@ -132,16 +135,15 @@ async def put(
             last = f"HTTP {status}{_reason(response)}"
             if not retryable_status(status):
                 raise UploadError(
-                    _failed(sink, url, last, attempt), status, sink=sink, attempts=attempt
+                    _failed(sink, method, url, last, attempt), status, sink=sink, attempts=attempt
                 )
             wait = retry_after(
                 response.headers.get("Retry-After"), time.time(), policy.retry_after_cap
             )
         if attempt < policy.attempts:
             await clock.sleep(policy.backoff.delay(attempt - 1, rng) if wait is None else wait)
-    raise UploadError(
-        _failed(sink, url, last, policy.attempts), status, sink=sink, attempts=policy.attempts
-    )
+    failed = _failed(sink, method, url, last, policy.attempts)
+    raise UploadError(failed, status, sink=sink, attempts=policy.attempts)
 
 
 def _reason(response: httpx.Response) -> str:
@@ -150,9 +152,10 @@ def _reason(response: httpx.Response) -> str:
     return f": {text}" if text else ""
 
 
-def _failed(sink: str, url: str, last: str, attempts: int) -> str:
+def _failed(sink: str, method: str, url: str, last: str, attempts: int) -> str:
     plural = "s" if attempts != 1 else ""
-    return f"{sink}: PUT {_without_query(url)} failed after {attempts} attempt{plural}: {last}"
+    where = _without_query(url)
+    return f"{sink}: {method} {where} failed after {attempts} attempt{plural}: {last}"
 
 
 def _without_query(url: str) -> str:
