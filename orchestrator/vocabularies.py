@@ -128,8 +128,8 @@ async def carry_out(
     for image in plan.images:
         try:
             uploaded = await orch.upload_image(image.source, deadline=deadline)
-        except UploadError as exc:
-            raise UploadError(f"{image.parameter}: {exc}", exc.status_code) from exc
+        except OrchestratorError as exc:  # a link that fails, bytes that are no image: ...
+            raise UploadError(f"{image.parameter}: {exc}") from exc  # ... the request's failure
         image_uuids[image.role] = uploaded.image.image_uuid
     prompt = plan.prompt
     if plan.enhance_prompt:

@@ -1,5 +1,6 @@
-"""A real HTTP store on 127.0.0.1, port 0, for delivery tests: it keeps what is PUT to it,
-answers from a script of statuses, and can hang or hold requests to show concurrency."""
+"""A real HTTP store on 127.0.0.1, port 0, for delivery and webhook tests: it keeps what is
+PUT (or POSTed) to it, answers from a script of statuses, and can hang or hold requests to
+show concurrency."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ class HttpStore:
     url: str = ""
     stored: dict[str, list[bytes]] = field(default_factory=lambda: defaultdict(list))
     headers: dict[str, dict[str, str]] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)  # "PUT /path" in arrival order
+    requests: list[str] = field(default_factory=list)  # "PUT /path" (or POST) in order
     script: Callable[[str, int], Answer] = lambda path, n: (200, {})
     hang: threading.Event | None = None  # when set up, requests wait for it (then 200)
     hold: float = 0.0  # seconds each PUT is held before its answer (overlap for limits)
@@ -31,9 +32,11 @@ class HttpStore:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def answer(self, path: str, body: bytes, headers: dict[str, str]) -> Answer:
+    def answer(
+        self, path: str, body: bytes, headers: dict[str, str], method: str = "PUT"
+    ) -> Answer:
         with self.lock:
-            self.requests.append(f"PUT {path}")
+            self.requests.append(f"{method} {path}")
             self.received.set()
             self._counts[path] += 1
             n = self._counts[path]
@@ -65,12 +68,14 @@ def http_store(**settings: object) -> Iterator[HttpStore]:
 
         def do_PUT(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            status, extra = store.answer(self.path, body, dict(self.headers))
+            status, extra = store.answer(self.path, body, dict(self.headers), self.command)
             self.send_response(status)
             for name, value in extra.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        do_POST = do_PUT  # a webhook: recorded and answered the same way
 
         def do_GET(self) -> None:
             bodies = store.stored.get(self.path)

@@ -2,11 +2,13 @@
 
 Every operation is a pure function of its inputs. Text-to-image draws a gradient sky, value
 noise and a few shapes whose colours come from the prompt's colour words and whose layout
-comes from a random generator seeded by (prompt, seed, width, height, model), so equal inputs
-give equal pixels and a new seed a new picture. The others are the textbook operations: alpha
-blending for image-to-image, a masked blend for inpainting, Lanczos resampling for upscaling,
-a border-colour matte for background removal, Canny edges with the two thresholds and
-hysteresis, and colour statistics for captions.
+comes from a random generator seeded by (prompt, seed, aspect ratio, model), drawn in
+coordinates relative to the size, so equal inputs give equal pixels, a new seed a new
+picture, and twice the size the same composition (a half-size preview keeps its layout).
+The others are the textbook operations: alpha blending for image-to-image, a masked blend
+for inpainting, Lanczos resampling for upscaling, a border-colour matte for background
+removal, Canny edges with the two thresholds and hysteresis, and colour statistics for
+captions.
 
 ControlNet preprocessors other than ``canny`` are approximations, documented in
 :func:`preprocess`: depth is blurred luminance, soft edges and scribbles are gradient
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 from collections.abc import Callable, Sequence
 from typing import Final
 
@@ -164,7 +167,8 @@ def render(
     out. The image is assembled in ``steps`` horizontal bands, and ``progress(step, steps)``
     is called after each (it may raise to cancel).
     """
-    rng = _rng("render", prompt, seed, width, height, model, avoid, style)
+    common = math.gcd(width, height)  # the aspect ratio: one layout at every scale
+    rng = _rng("render", prompt, seed, width // common, height // common, model, avoid, style)
     palette = _palette(prompt, avoid, rng)
     base = _background(rng, palette, width, height)
     shapes = Image.fromarray(base)

@@ -190,7 +190,11 @@ class Vocabulary(ABC, Generic[R]):
         try:
             return self.request_model.model_validate(dict(data))  # type: ignore[return-value]
         except ValidationError as exc:
-            raise LocalProtocolError(f"invalid {self.title} request", field_errors(exc)) from None
+            # Named as the API names them: its own parameters, not our wire's camelCase.
+            errors = tuple(
+                FieldError(e.python_name, e.python_name, e.value, e.rule) for e in field_errors(exc)
+            )
+            raise LocalProtocolError(f"invalid {self.title} request", errors) from None
 
     def prepare(self, data: Mapping[str, Any] | ApiModel, task_uuid: str) -> tuple[R, Plan]:
         """Parse, plan and check a request: everything refusable is refused here."""
