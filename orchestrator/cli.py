@@ -25,6 +25,7 @@ import anyio
 import orjson
 
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
+from protocol.vocabularies import VOCABULARIES
 
 from . import __version__
 from .client import Orchestrator
@@ -130,6 +131,11 @@ def _add_run(commands: Any) -> None:
     )
     run.add_argument("--attempts", type=int, default=3, help="tries per row on network errors")
     run.add_argument("--format", choices=("jsonl", "csv", "text"), help="default: by suffix")
+    run.add_argument(
+        "--vocabulary",
+        choices=tuple(VOCABULARIES),
+        help="rows are requests of that seed API, in its own names (README: the five APIs)",
+    )
     defaults = run.add_argument_group("row defaults (a row's own value wins)")
     defaults.add_argument("--task-type", help="text_to_image (default), upscale, ...")
     defaults.add_argument("--model", help="a model id, name or AIR id")
@@ -166,16 +172,8 @@ def _add_run(commands: Any) -> None:
 
 
 _DEFAULT_FLAGS = (
-    "task_type",
-    "model",
-    "size",
-    "number_results",
-    "steps",
-    "guidance",
-    "scheduler",
-    "style",
-    "negative_prompt",
-    "seed",
+    *("task_type", "model", "size", "number_results", "steps", "guidance", "scheduler"),
+    *("style", "negative_prompt", "seed"),
 )
 
 
@@ -223,6 +221,7 @@ def _run(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             attempts=args.attempts,
             fmt=args.format,
+            vocabulary=args.vocabulary,
             on_problem=lambda text: print(text, file=sys.stderr, flush=True),
         )
         return anyio.run(_run_async, bulk, args)

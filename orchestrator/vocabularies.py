@@ -32,7 +32,7 @@ from .errors import OrchestratorError, UploadError, UsageError
 from .results import GeneratedImage, TaskResult
 from .timers import Clock
 
-__all__ = ["VOCABULARIES", "Credits", "submit_as"]
+__all__ = ["VOCABULARIES", "Credits", "prelude", "steps", "submit_as"]
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +123,10 @@ async def carry_out(
 ) -> Outcome:
     """Steps 1-5 of a plan (see ``protocol.vocabularies.base``): the outcome to answer from."""
     started = anyio.current_time()
-    cost = 0.0
-    image_uuids: dict[str, str] = {}
-    for image in plan.images:
-        try:
-            uploaded = await orch.upload_image(image.source, deadline=deadline)
-        except OrchestratorError as exc:  # a link that fails, bytes that are no image: ...
-            raise UploadError(f"{image.parameter}: {exc}") from exc  # ... the request's failure
-        image_uuids[image.role] = uploaded.image.image_uuid
-    prompt = plan.prompt
-    if plan.enhance_prompt:
-        enhanced = await orch.enhance_prompt(prompt, deadline=deadline)
-        prompt = enhanced.text
+    image_uuids, prompt = await prelude(orch, plan, deadline)
     task = plan.new_task(task_uuid, image_uuids, prompt)
     result = await orch.run(task, deadline=deadline)
-    cost += result.cost
+    cost = result.cost
     width, height = task.dimensions
     images: list[GeneratedImage] = list(result.images)
     if plan.upscale:
@@ -147,6 +136,32 @@ async def carry_out(
     outputs = [await _output(image, plan.inline, width, height) for image in images]
     seconds = anyio.current_time() - started
     return Outcome(task_uuid, tuple(outputs), prompt, round(cost, 10), seconds)
+
+
+async def prelude(
+    orch: Runner, plan: Plan, deadline: float | None = None
+) -> tuple[dict[str, str], str]:
+    """Steps 1-2: upload the plan's images and enhance its prompt when it asks; their
+    imageUUIDs by role, and the prompt to generate from. An image that cannot be had (a
+    link that fails, bytes that are no image) raises UploadError naming its parameter."""
+    image_uuids: dict[str, str] = {}
+    for image in plan.images:
+        try:
+            uploaded = await orch.upload_image(image.source, deadline=deadline)
+        except OrchestratorError as exc:
+            raise UploadError(f"{image.parameter}: {exc}") from exc
+        image_uuids[image.role] = uploaded.image.image_uuid
+    prompt = plan.prompt
+    if plan.enhance_prompt:
+        prompt = (await orch.enhance_prompt(prompt, deadline=deadline)).text
+    return image_uuids, prompt
+
+
+async def steps(orch: Runner, plan: Plan, deadline: float | None = None) -> dict[str, str]:
+    """:func:`prelude`, as the fields of our spec it gives (``init_image_uuid``, ...)."""
+    image_uuids, prompt = await prelude(orch, plan, deadline)
+    named = {f"{role}_image_uuid": image_uuid for role, image_uuid in image_uuids.items()}
+    return named | {"prompt": prompt}
 
 
 async def _upscaled(

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import IO, Any, Final, Literal
+from typing import IO, Any, Final, Literal, Protocol
 
 import orjson
 from pydantic import ValidationError
@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from protocol.identity import uuid_for
 from protocol.messages import ControlNet, Lora
 from protocol.tables import TaskType
+from protocol.vocabularies import Plan
 
 from ..specs import (
     GENERATION_FIELDS,
@@ -51,13 +52,17 @@ from ..specs import (
 
 __all__ = [
     "KINDS",
+    "KIND_OF_TASK_TYPE",
     "BadRow",
     "Format",
+    "Normalizer",
     "Row",
+    "bad_row",
     "count_rows",
     "detect_format",
     "is_field",
     "normalize",
+    "objects",
     "read",
 ]
 
@@ -76,7 +81,7 @@ KINDS: Final[Mapping[str, type[TaskSpec]]] = {
     "preprocess_controlnet": PreprocessControlNet,
 }
 # The seed's taskType ids (7, an upload, carries bytes: not a row's job).
-_BY_TASK_TYPE: Final[Mapping[int, str]] = {
+KIND_OF_TASK_TYPE: Final[Mapping[int, str]] = {
     TaskType.TEXT_TO_IMAGE: "text_to_image",
     TaskType.IMAGE_TO_IMAGE: "image_to_image",
     TaskType.INPAINTING: "inpaint",
@@ -146,15 +151,20 @@ class Row:
     fields: dict[str, Any]
     metadata: dict[str, Any]
     request: str  # the normal form (kind and fields) as JSON: what the ledger keeps
+    steps: Plan | None = None  # another API's request, with steps before its task
 
     def task_uuid(self, generation: int = 0) -> str:
         """The row's taskUUID: derived from its key (and how often it was retried afresh)."""
         return uuid_for(f"bulk/{self.key}/{generation}")
 
-    def spec(self, task_uuid: str, deliver_to: tuple[Any, ...], metadata: dict[str, Any]) -> Any:
-        """The task spec that runs this row (validated when submitted)."""
+    def spec(
+        self, task_uuid: str, deliver_to: tuple[Any, ...], metadata: dict[str, Any], **more: Any
+    ) -> Any:
+        """The task spec that runs this row (validated when submitted); ``more`` fields are
+        what its steps gave (uploaded images' UUIDs, an enhanced prompt)."""
+        fields = self.fields | more
         return KINDS[self.kind](
-            task_uuid=task_uuid, deliver_to=deliver_to, metadata=metadata, **self.fields
+            task_uuid=task_uuid, deliver_to=deliver_to, metadata=metadata, **fields
         )
 
 
@@ -176,20 +186,32 @@ def detect_format(path: Path) -> Format:
     return "csv" if suffix == ".csv" else "text"
 
 
-def read(path: Path, fmt: Format, defaults: Mapping[str, Any]) -> Iterator[Row | BadRow]:
-    """Stream the rows of ``path`` (a file is never loaded whole), normalized."""
+class Normalizer(Protocol):
+    """What reads one row: :func:`normalize`, or another API's (``foreign.normalizer``)."""
+
+    def __call__(
+        self, line: int, raw: Mapping[str, Any], defaults: Mapping[str, Any], *, typed: bool
+    ) -> Row | BadRow: ...
+
+
+def read(
+    path: Path, fmt: Format, defaults: Mapping[str, Any], row: Normalizer | None = None
+) -> Iterator[Row | BadRow]:
+    """Stream the rows of ``path`` (a file is never loaded whole), each read by ``row``
+    (default :func:`normalize`)."""
+    row = row or normalize
     with path.open("rb" if fmt != "csv" else "r", **_open_args(fmt)) as source:
         if fmt == "csv":
-            yield from _csv_rows(source, defaults)
+            yield from _csv_rows(source, defaults, row)
             return
         for number, raw in enumerate(source, start=1):
             text = raw.strip()
             if not text:
                 continue
             yield (
-                _jsonl_row(number, text, defaults)
+                _jsonl_row(number, text, defaults, row)
                 if fmt == "jsonl"
-                else _text_row(number, text, defaults)
+                else _text_row(number, text, defaults, row)
             )
 
 
@@ -207,35 +229,41 @@ def count_rows(path: Path, fmt: Format) -> int:
         return sum(1 for raw in source if raw.strip())
 
 
-def _jsonl_row(number: int, text: bytes, defaults: Mapping[str, Any]) -> Row | BadRow:
+def _jsonl_row(
+    number: int, text: bytes, defaults: Mapping[str, Any], row: Normalizer
+) -> Row | BadRow:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return _bad(number, text.decode(errors="replace"), f"invalid JSON: {exc}")
+        return bad_row(number, text.decode(errors="replace"), f"invalid JSON: {exc}")
     if not isinstance(value, dict):
-        return _bad(number, text.decode(), 'a row is a JSON object ({"prompt": ...})')
-    return normalize(number, value, defaults, typed=True)
+        return bad_row(number, text.decode(), 'a row is a JSON object ({"prompt": ...})')
+    return row(number, value, defaults, typed=True)
 
 
-def _text_row(number: int, text: bytes, defaults: Mapping[str, Any]) -> Row | BadRow:
+def _text_row(
+    number: int, text: bytes, defaults: Mapping[str, Any], row: Normalizer
+) -> Row | BadRow:
     try:
         prompt = text.decode()
     except UnicodeDecodeError as exc:
-        return _bad(number, text.decode(errors="replace"), f"not UTF-8 text: {exc}")
-    return normalize(number, {"prompt": prompt}, defaults, typed=True)
+        return bad_row(number, text.decode(errors="replace"), f"not UTF-8 text: {exc}")
+    return row(number, {"prompt": prompt}, defaults, typed=True)
 
 
-def _csv_rows(source: IO[str], defaults: Mapping[str, Any]) -> Iterator[Row | BadRow]:
+def _csv_rows(
+    source: IO[str], defaults: Mapping[str, Any], row: Normalizer
+) -> Iterator[Row | BadRow]:
     reader = csv.DictReader(source)
     for record in reader:
         number = reader.line_num
         if None in record:  # more cells than the header has columns
             extra = orjson.dumps(record.pop(None)).decode()
-            yield _bad(number, extra, f"more cells than the header's {len(record)} columns")
+            yield bad_row(number, extra, f"more cells than the header's {len(record)} columns")
             continue
         values = {name: value for name, value in record.items() if value not in ("", None)}
         if values:
-            yield normalize(number, values, defaults, typed=False)
+            yield row(number, values, defaults, typed=False)
 
 
 def normalize(
@@ -250,7 +278,7 @@ def normalize(
     row = dict(raw)
     metadata = row.pop("metadata", None) or defaults.get("metadata") or {}
     if not isinstance(metadata, dict):
-        return _bad(line, _text(raw), "metadata: must be an object of placeholder values")
+        return bad_row(line, _text(raw), "metadata: must be an object of placeholder values")
     try:
         chosen = row.pop("task_type", row.pop("taskType", None))
         kind = _kind(chosen if chosen is not None else defaults.get("task_type", "text_to_image"))
@@ -262,11 +290,11 @@ def normalize(
             {"task_type": kind, **values, **({"metadata": metadata} if metadata else {})},
             option=orjson.OPT_SORT_KEYS,
         ).decode()
-        values = _objects(values)
+        values = objects(values)
     except ValueError as exc:
-        return _bad(line, _text(raw), str(exc))
+        return bad_row(line, _text(raw), str(exc))
     except orjson.JSONEncodeError as exc:
-        return _bad(line, _text(raw), f"a value is not JSON: {exc}")
+        return bad_row(line, _text(raw), f"a value is not JSON: {exc}")
     key = hashlib.sha256(f"{line}\n{request}".encode()).hexdigest()[:32]
     return Row(line, key, kind, values, metadata, request)
 
@@ -280,8 +308,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool):
-        if value in _BY_TASK_TYPE:
-            return _BY_TASK_TYPE[value]
+        if value in KIND_OF_TASK_TYPE:
+            return KIND_OF_TASK_TYPE[value]
     elif isinstance(value, str) and _snake(value).replace("-", "_") in KINDS:
         return _snake(value).replace("-", "_")
     known = ", ".join(KINDS)
@@ -337,7 +365,7 @@ def _typed(name: str, declared: str, text: str) -> Any:
     return text
 
 
-def _objects(values: dict[str, Any]) -> dict[str, Any]:
+def objects(values: dict[str, Any]) -> dict[str, Any]:
     # LoRAs and ControlNet guides come as JSON objects; the specs take the protocol's models.
     for name, model in (("lora", Lora), ("control_net", ControlNet)):
         if name in values:
@@ -353,7 +381,8 @@ def _objects(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _bad(line: int, text: str, error: str) -> BadRow:
+def bad_row(line: int, text: str, error: str) -> BadRow:
+    """A bad row: its key from its line and text, its error prefixed with its line."""
     key = hashlib.sha256(f"{line}\n{text}".encode()).hexdigest()[:32]
     return BadRow(line, key, text, f"line {line}: {error}")
 

@@ -56,11 +56,15 @@ from ..errors import (
     OrchestratorTimeout,
     RemoteTaskError,
     TaskCancelled,
+    TaskError,
     TransportError,
+    UploadError,
     UsageError,
 )
 from ..handle import TaskHandle
+from ..vocabularies import steps
 from . import ledger as records
+from .foreign import normalizer
 from .ledger import Ledger, LedgerRow
 from .manifest import outputs, rebuild
 from .resume import InputChanged, check_unchanged, fingerprint, sweep_temporary, walk
@@ -132,6 +136,7 @@ class BulkRun:
             one from ``endpoints``, ``api_key``, ``config`` and ``embedded`` (the embedded
             default when no endpoint is given).
         defaults: fields every row gets unless it sets them (``{"steps": 30}``).
+        vocabulary: rows are requests of that seed API instead (see :mod:`.foreign`).
         upload: more sinks for every image (templates may use ``{line}`` and ``{key}``
             and the rows' ``metadata``).
         concurrency: rows in flight at most.
@@ -160,6 +165,7 @@ class BulkRun:
         attempts: int = 3,
         fmt: Format | None = None,
         on_problem: Callable[[str], None] | None = None,
+        vocabulary: str | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency = {concurrency}: must be at least 1")
@@ -172,6 +178,11 @@ class BulkRun:
             raise UsageError(f"input {self.source}: no such file")
         self.fmt: Format = fmt or detect_format(self.source)
         self.defaults = dict(defaults or {})
+        self._normalize = None if vocabulary is None else normalizer(vocabulary)
+        if vocabulary is not None:  # its rows are that API's: our defaults do not apply
+            if self.defaults:
+                raise UsageError("row defaults are our fields: a vocabulary's rows set theirs")
+            self.defaults = {"vocabulary": vocabulary}  # the input's fingerprint has it
         self._orch = orchestrator
         # Made (and its endpoints checked) now, entered when the run starts.
         self._own = None
@@ -262,7 +273,7 @@ class BulkRun:
         await self.ledger.set_meta(facts | {"source": str(self.source), "clean": "0"})
 
     def _walk(self) -> AsyncIterator[tuple[Row | BadRow, LedgerRow | None]]:
-        return walk(read(self.source, self.fmt, self.defaults), self.ledger)
+        return walk(read(self.source, self.fmt, self.defaults, self._normalize), self.ledger)
 
     async def _prepare_counts(self) -> None:
         counts = self.counts
@@ -348,8 +359,15 @@ class BulkRun:
         row = live.row
         live.attempts += 1
         live.tries += 1
+        submitted = (live.task_uuid, live.generation, live.attempts, row.request)
+        self._op(records.submitted(row.line, row.key, *submitted, live.submitted_at))
         metadata = row.metadata | {"line": row.line, "key": row.key}
-        spec = row.spec(live.task_uuid, self._sinks, metadata)
+        try:  # another API's steps before its task: uploads, the prompt enhancer
+            more = {} if row.steps is None else await steps(orch, row.steps)
+        except (UploadError, TaskError, TransportError, OrchestratorTimeout) as exc:
+            self._fail(live, "task", f"line {row.line}: {_one_line(exc)}", None)
+            return
+        spec = row.spec(live.task_uuid, self._sinks, metadata, **more)
         if hasattr(spec, "return_base64_image") and spec.return_base64_image is None:
             spec.return_base64_image = True  # the bytes come with the result: no second GET
         try:
@@ -362,17 +380,6 @@ class BulkRun:
         live.estimate = (self._price or 0.0) * int(row.fields.get("number_results", 1))
         self._in_flight_cost += live.estimate
         handle.add_done_callback(self._on_done)
-        self._op(
-            records.submitted(
-                row.line,
-                row.key,
-                live.task_uuid,
-                live.generation,
-                live.attempts,
-                row.request,
-                live.submitted_at,
-            )
-        )
 
     def _on_done(self, handle: TaskHandle) -> None:
         self._finished.append(handle)

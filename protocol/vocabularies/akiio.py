@@ -17,6 +17,7 @@ Choices (README has the table):
 - ``quality`` scales the steps and the compute resolution, so the same seed keeps its
   composition: ``max`` x1.5 steps, ``high`` (default) x1, ``fast`` x0.6, ``preview`` x0.5
   steps at half the resolution, upscaled 2x by our upscaler.
+- numbers may come as text (``"512"``), as a CSV cell does;
 - ``key`` authenticates a call to AKI.IO; the orchestrator authenticates with its own key,
   so the request's is not sent on.
 """
@@ -26,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, StrictFloat, StrictInt, StrictStr
+from pydantic import Field, StrictStr
 
 from ..tables import DEFAULT_STEPS, SEED_MAX, STEPS_MAX, TaskType
 from .base import ApiModel, Outcome, Plan, Vocabulary, data_uri, refused, size_fields, snapped
@@ -41,7 +42,7 @@ QUALITY: Final[Mapping[str, tuple[float, float]]] = {
     "preview": (0.5, 0.5),
 }
 
-Side = Annotated[StrictInt, Field(ge=128, le=2048)]
+Side = Annotated[int, Field(ge=128, le=2048)]
 
 
 class AkiRequest(ApiModel):
@@ -52,9 +53,9 @@ class AkiRequest(ApiModel):
     negative_prompt: StrictStr | None = None
     width: Side = 1024
     height: Side = 1024
-    seed: Annotated[StrictInt, Field(ge=-1, le=SEED_MAX)] = -1
-    steps: Annotated[StrictInt, Field(ge=1, le=50)] | None = None
-    true_cfg_scale: Annotated[StrictFloat | StrictInt, Field(ge=0, le=10)] = 5.0
+    seed: Annotated[int, Field(ge=-1, le=SEED_MAX)] = -1
+    steps: Annotated[int, Field(ge=1, le=50)] | None = None
+    true_cfg_scale: Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)] = 5.0
     quality: Literal["max", "high", "fast", "preview"] = "high"
 
 
