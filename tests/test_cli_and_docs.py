@@ -129,6 +129,22 @@ def test_generate_writes_images_and_prints_their_paths(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(120)
+def test_the_other_apis_example_prints_each_apis_answer() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "other_apis.py")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    lines = dict(line.split(": ", 1) for line in done.stdout.splitlines())
+    assert lines["vocabularies"] == "akiio, modelslab, imagetoimage, stablecog"
+    assert len(orjson.loads(lines["stablecog"])["outputs"]) == 2
+    assert orjson.loads(lines["modelslab"])["status"] == "success"
+    assert orjson.loads(lines["akiio"])["success"] is True
+
+
+@pytest.mark.timeout(120)
 def test_streaming_example_writes_each_image_as_it_arrives(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "generate_embedded.py"), "a red fox", "-n", "2"]
