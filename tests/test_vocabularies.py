@@ -5,6 +5,7 @@ test_vocabularies_e2e.py)."""
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 from pathlib import Path
@@ -397,3 +398,24 @@ def test_snapping_and_the_blank_image() -> None:
     from orchestrator.delivery.types import dimensions
 
     assert dimensions(blank_png(40, 24)) == (40, 24)
+
+
+def test_a_flagged_image_is_replaced_by_a_blank_one() -> None:
+    from orchestrator.delivery.types import dimensions
+    from protocol.vocabularies import Outcome, OutputImage
+
+    vocab = vocabulary("modelslab")
+    parsed, plan = vocab.prepare({"prompt": "a"}, TASK)
+    images = (
+        OutputImage(str(uuid.uuid4()), "http://h/a.png", 64, 48, seed=3, nsfw=True),
+        OutputImage(str(uuid.uuid4()), "http://h/b.png", 64, 48, seed=4),
+    )
+    answer = vocab.respond(parsed, plan, Outcome(TASK, images, "a", 0.0, 0.1))
+    assert answer["nsfw_content_detected"] is True
+    blank, kept = answer["output"]
+    assert kept == "http://h/b.png" and blank.startswith("data:image/png;base64,")
+    data = base64.b64decode(blank.partition(",")[2])
+    assert dimensions(data) == (64, 48)
+    unchecked, plan = vocab.prepare({"prompt": "a", "safety_checker": "no"}, TASK)
+    answer = vocab.respond(unchecked, plan, Outcome(TASK, images, "a", 0.0, 0.1))
+    assert answer["output"][0] == "http://h/a.png" and not answer["nsfw_content_detected"]
