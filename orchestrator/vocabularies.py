@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio
 import orjson
@@ -26,13 +26,17 @@ import orjson
 from protocol.identity import new_task_uuid
 from protocol.messages import TaskRequest
 from protocol.vocabularies import VOCABULARIES, Outcome, OutputImage, Plan, Vocabulary, vocabulary
+from protocol.vocabularies.steps import Enhance, Generate, Step, Upload, Upscale, prelude
+from protocol.vocabularies.steps import carry_out as carry_out_steps
 
 from .config import Config
 from .errors import OrchestratorError, UploadError, UsageError
 from .results import GeneratedImage, TaskResult
 from .timers import Clock
 
-__all__ = ["VOCABULARIES", "Credits", "prelude", "steps", "submit_as"]
+__all__ = ["VOCABULARIES", "Credits", "carry_out", "steps", "submit_as"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -121,69 +125,61 @@ async def _answer(
 async def carry_out(
     orch: Runner, plan: Plan, task_uuid: str, deadline: float | None = None
 ) -> Outcome:
-    """Steps 1-5 of a plan (see ``protocol.vocabularies.base``): the outcome to answer from."""
+    """Every step of a plan (``protocol.vocabularies.steps``): the outcome to answer from."""
     started = anyio.current_time()
-    image_uuids, prompt = await prelude(orch, plan, deadline)
-    task = plan.new_task(task_uuid, image_uuids, prompt)
-    result = await orch.run(task, deadline=deadline)
-    cost = result.cost
-    width, height = task.dimensions
-    images: list[GeneratedImage] = list(result.images)
-    if plan.upscale:
-        images, spent = await _upscaled(orch, images, plan.upscale, deadline)
-        cost += spent
-        width, height = width * plan.upscale, height * plan.upscale
-    outputs = [await _output(image, plan.inline, width, height) for image in images]
-    seconds = anyio.current_time() - started
-    return Outcome(task_uuid, tuple(outputs), prompt, round(cost, 10), seconds)
-
-
-async def prelude(
-    orch: Runner, plan: Plan, deadline: float | None = None
-) -> tuple[dict[str, str], str]:
-    """Steps 1-2: upload the plan's images and enhance its prompt when it asks; their
-    imageUUIDs by role, and the prompt to generate from. An image that cannot be had (a
-    link that fails, bytes that are no image) raises UploadError naming its parameter."""
-    image_uuids: dict[str, str] = {}
-    for image in plan.images:
-        try:
-            uploaded = await orch.upload_image(image.source, deadline=deadline)
-        except OrchestratorError as exc:
-            raise UploadError(f"{image.parameter}: {exc}") from exc
-        image_uuids[image.role] = uploaded.image.image_uuid
-    prompt = plan.prompt
-    if plan.enhance_prompt:
-        prompt = (await orch.enhance_prompt(prompt, deadline=deadline)).text
-    return image_uuids, prompt
+    outcome: Outcome = await drive(orch, carry_out_steps(plan, task_uuid), deadline)
+    return replace(outcome, seconds=anyio.current_time() - started)
 
 
 async def steps(orch: Runner, plan: Plan, deadline: float | None = None) -> dict[str, str]:
-    """:func:`prelude`, as the fields of our spec it gives (``init_image_uuid``, ...)."""
-    image_uuids, prompt = await prelude(orch, plan, deadline)
+    """The steps before a plan's task (uploads, the prompt enhancer), as the fields of our
+    spec they give (``init_image_uuid``, ``prompt``, ...)."""
+    image_uuids, prompt = await drive(orch, prelude(plan), deadline)
     named = {f"{role}_image_uuid": image_uuid for role, image_uuid in image_uuids.items()}
     return named | {"prompt": prompt}
 
 
-async def _upscaled(
-    orch: Runner, images: list[GeneratedImage], factor: int, deadline: float | None
-) -> tuple[list[GeneratedImage], float]:
-    # Each image upscaled; it keeps the seed it was made from.
-    out, cost = [], 0.0
-    for image in images:
-        result = await orch.upscale(image.image_uuid, factor, deadline=deadline)
-        cost += result.cost
-        big = result.image
-        big.seed = image.seed
-        big.nsfw = image.nsfw
-        out.append(big)
-    return out, cost
+async def drive(orch: Runner, run: Generator[Step, Any, T], deadline: float | None) -> T:
+    """Do each step ``run`` yields on ``orch`` and send it the result; its return value."""
+    result: Any = None
+    while True:
+        try:
+            step = run.send(result)
+        except StopIteration as done:
+            return cast(T, done.value)
+        result = await _perform(orch, step, deadline)
 
 
-async def _output(image: GeneratedImage, inline: bool, width: int, height: int) -> OutputImage:
-    data = await image.read() if inline else None
+async def _perform(orch: Runner, step: Step, deadline: float | None) -> Any:
+    if isinstance(step, Upload):
+        try:
+            uploaded = await orch.upload_image(step.source, deadline=deadline)
+        except OrchestratorError as exc:  # a link that fails, bytes that are no image: ...
+            raise UploadError(f"{step.parameter}: {exc}") from exc  # ... the request's failure
+        return uploaded.image.image_uuid
+    if isinstance(step, Enhance):
+        return (await orch.enhance_prompt(step.prompt, deadline=deadline)).text
+    if isinstance(step, Generate):
+        result = await orch.run(step.task, deadline=deadline)
+        width, height = step.task.dimensions
+        return [_output(image, width, height) for image in result.images], result.cost
+    if isinstance(step, Upscale):
+        result = await orch.upscale(step.image.image_uuid, step.factor, deadline=deadline)
+        image = step.image
+        return _output(result.image, image.width * step.factor, image.height * step.factor), (
+            result.cost
+        )
+    return await _read(step.image)
+
+
+def _output(image: GeneratedImage, width: int, height: int) -> OutputImage:
     return OutputImage(
-        image.image_uuid, image.url, width, height, image.seed, image.cost, image.nsfw, data
+        image.image_uuid, image.url, width, height, image.seed, image.cost, image.nsfw, image.data()
     )
+
+
+async def _read(image: OutputImage) -> bytes:
+    return await GeneratedImage(image.image_uuid, image.url, "").read()
 
 
 async def _post_webhook(
