@@ -13,7 +13,6 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import gc
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -383,94 +382,9 @@ def _image_line(prompt: str, image: GeneratedImage) -> dict[str, Any]:
 
 
 def _add_serve(commands: Any) -> None:
-    serve = _command(commands, "serve", "run the reference server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    serve.add_argument(
-        "--api-key", action="append", default=[], help="an accepted key (repeatable)"
-    )
-    serve.add_argument("--api-keys-file", type=Path, help="accepted keys, one per line")
-    serve.add_argument("--public-url", help="base of image URLs (default http://HOST:PORT)")
-    serve.add_argument(
-        "--backend",
-        choices=("procedural", "fixed"),
-        default="procedural",
-        help="procedural: real image work; fixed: one tiny image at once, for load tests",
-    )
-    serve.add_argument("--workers", type=int, help="image workers (default: one per core)")
-    serve.add_argument("--max-queue", type=int, default=10_000, help="queued tasks per session")
-    serve.add_argument(
-        "--max-queue-total", type=int, default=100_000, help="queued tasks on the whole server"
-    )
-    serve.add_argument(
-        "--retention", type=float, default=120.0, help="seconds results wait for a resume"
-    )
-    serve.add_argument("--image-ttl", type=float, default=3600.0, help="seconds images are hosted")
-    serve.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=10.0,
-        help="seconds running tasks get to finish when stopping",
-    )
-    serve.add_argument(
-        "--allow-private-uploads",
-        action="store_true",
-        help="let uploadEndpoint and guideImageUrl reach loopback and private addresses",
-    )
-    serve.set_defaults(run=_serve)
+    from .serving import add_serve
 
-
-def _serve(args: argparse.Namespace) -> int:
-    # Imported here: the server is the [server] extra, which a client-only install lacks.
-    try:
-        from .server import ServerConfig, ServerLimits
-    except ImportError as exc:
-        print(
-            f"error: the reference server needs the [server] extra ({exc.name} is missing): "
-            "pip install 'imagegen-orchestrator[server]'",
-            file=sys.stderr,
-        )
-        return 2
-
-    keys = list(args.api_key)
-    if args.api_keys_file is not None:
-        lines = args.api_keys_file.read_text().splitlines()
-        keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    limits = ServerLimits(
-        max_queued_per_connection=args.max_queue, max_queued_total=args.max_queue_total
-    )
-    config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        api_keys=tuple(keys),
-        public_url=args.public_url,
-        backend=args.backend,
-        limits=limits,
-        retention=args.retention,
-        image_ttl=args.image_ttl,
-        shutdown_grace=args.shutdown_grace,
-        allow_private_uploads=args.allow_private_uploads,
-        **({"workers": args.workers} if args.workers else {}),
-    )
-    return anyio.run(_serve_until_signal, config)
-
-
-async def _serve_until_signal(config: Any) -> int:
-    from .server import ReferenceServer  # the [server] extra: see _serve
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with ReferenceServer(config) as server:
-            # Everything made so far (modules, schemas, tables) lives as long as the process:
-            # out of the collector's sight, so its full passes walk only the tasks' objects.
-            gc.freeze()
-            print(f"listening on {server.url}", flush=True)
-            if not config.api_keys:
-                print(f"api key: {server.api_key}", flush=True)
-            async for signum in signals:
-                print(f"stopping on {signal.Signals(signum).name}", flush=True)
-                break
-    print("stopped", flush=True)
-    return 0
+    add_serve(_command(commands, "serve", "run the reference server"))
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -40,10 +40,12 @@ from protocol.codec import CLIENT_MESSAGE_NAMES, loads
 from protocol.requests import task_uuid_of, upload_endpoint
 from protocol.tables import ErrorId
 
+from .apis import HttpApis, serve_http
 from .backends import BACKENDS, Backend
 from .config import ServerConfig
 from .connection import Connection
 from .hosting import Hosting
+from .local import LocalTasks
 from .push import Pusher
 from .scheduler import Scheduler
 from .sessions import Sessions
@@ -119,8 +121,9 @@ class ReferenceServer:
         self._pusher = Pusher(
             allow_private=config.allow_private_uploads, retries=config.upload_retries
         )
+        self._keys = KeyRing(keys)
         self._sessions = Sessions(
-            KeyRing(keys),
+            self._keys,
             clock=clock,
             on_resume=lambda session, tasks: self._scheduler.replay_session(session, tasks),
             on_forget=lambda session: self._scheduler.forget_session(session),
@@ -134,6 +137,8 @@ class ReferenceServer:
             src=self._hosting.src,
             find_session=self._sessions.get,
         )
+        self._local = LocalTasks(self._scheduler, self._store, self._pusher)
+        self.http_port: int | None = None  # the HTTP APIs' port, once serving
         self._connections: set[Connection] = set()
         self._connections_changed = asyncio.Event()
         self._closing = False
@@ -148,6 +153,11 @@ class ReferenceServer:
     def url(self) -> str:
         """``ws://HOST:PORT`` of the running server."""
         return f"ws://{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://HOST:PORT`` of the four other seed APIs (``config.http_port``)."""
+        return f"http://{self.host}:{self.http_port}"
 
     @property
     def public_url(self) -> str:
@@ -182,6 +192,18 @@ class ReferenceServer:
             await tg.start(spawner.run, tg)
             self._scheduler.start(tg, spawner)
             tg.start_soon(self._sweeper)
+            if self.config.http_port is not None:
+                apis = HttpApis(
+                    self.config,
+                    self._keys,
+                    self._scheduler,
+                    self._local,
+                    self._pusher,
+                    tg.start_soon,
+                    lambda: self.http_url,
+                )
+                serving = partial(serve_http, apis.app, self.config.host, self.config.http_port)
+                self.http_port = await tg.start(serving)
             self._stack = stack.pop_all()
         return self
 

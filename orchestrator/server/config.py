@@ -85,5 +85,14 @@ class ServerConfig:
     sweep_interval: float = 5.0
     #: Seconds a socket may stay open without authenticating.
     handshake_timeout: float = 10.0
+    #: The four other seed APIs over HTTP on this port (0: any free one; None: not served),
+    #: a request's body at most this many bytes, its steps each this many seconds; a
+    #: ModelsLab request still running after ``http_wait`` seconds is answered
+    #: ``processing`` (fetched by id after). Each key's Stablecog credits before spending.
+    http_port: int | None = None
+    http_max_body: int = 32 * 2**20
+    http_task_timeout: float = 300.0
+    http_wait: float = 30.0
+    credits_per_key: float = 1000.0
     #: Open client sockets; more are refused with HTTP 503 (default: under the fd limit).
     max_connections: int = field(default_factory=_default_max_connections)

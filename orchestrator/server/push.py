@@ -137,8 +137,9 @@ class Pusher:
         headers = {"Host": parts.netloc.rpartition("@")[2]}
         return _Target(pinned, headers, {"sni_hostname": host})
 
-    async def put(self, url: str, data: bytes, content_type: str) -> None:
-        """PUT ``data``, retrying transport errors and 408, 429 and 5xx answers with backoff."""
+    async def put(self, url: str, data: bytes, content_type: str, *, method: str = "PUT") -> None:
+        """PUT (or POST: ``method``) ``data``, retrying transport errors and 408, 429 and
+        5xx answers with backoff."""
         last = "no attempt"
         for attempt in range(self._retries):
             if attempt:
@@ -147,8 +148,12 @@ class Pusher:
             headers = {**target.headers, "Content-Type": content_type}
             try:
                 with anyio.fail_after(self._timeout):
-                    response = await self._client.put(
-                        target.url, content=data, headers=headers, extensions=target.extensions
+                    response = await self._client.request(
+                        method,
+                        target.url,
+                        content=data,
+                        headers=headers,
+                        extensions=target.extensions,
                     )
             except (httpx.HTTPError, TimeoutError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
@@ -158,7 +163,7 @@ class Pusher:
             last = f"HTTP {response.status_code}"
             if not retryable_status(response.status_code):
                 break  # the endpoint said no; asking again will not change that
-        raise PushError(f"PUT {url} failed: {last}")
+        raise PushError(f"{method} {url} failed after {attempt + 1} attempt(s): {last}")
 
     async def get(self, url: str, max_bytes: int) -> bytes:
         """GET a URL's body: at most ``max_bytes`` in all, within the timeout in all."""

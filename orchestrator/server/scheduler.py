@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -171,6 +171,7 @@ class Scheduler:
         self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
         self._spawner: Spawner | None = None
         self.closing = False
+        self.spent: defaultdict[str, float] = defaultdict(float)  # cost by key id
 
     def start(self, tg: anyio.abc.TaskGroup, spawner: Spawner) -> None:
         """Start the workers in ``tg``; guide fetches start through ``spawner`` (a task is
@@ -427,9 +428,9 @@ class Scheduler:
         if isinstance(task, NewImageUpload | PreProcessControlNetRequest):
             init = task.guide_image_uuid if isinstance(task, PreProcessControlNetRequest) else None
             return ReplyResult(stored.uuid, self._src(stored), init, inline)
-        return ImageResult(
-            stored.uuid, self._src(stored), self._cost(task, stored), output.seed, None, inline
-        )
+        cost = self._cost(task, stored)
+        self.spent[record.key_id] += cost  # each key's account (Stablecog's credits)
+        return ImageResult(stored.uuid, self._src(stored), cost, output.seed, None, inline)
 
     def _cost(self, task: TaskRequest, image: StoredImage) -> float:
         steps = task.steps if isinstance(task, NewTask) else _GENERATION_COST_STEPS
