@@ -221,8 +221,11 @@ class HttpApis:
         except Exception as exc:  # the multipart parser's own errors
             raise _Refused(400, vocab.refuse(f"not a multipart form: {exc}")) from None
         fields: dict[str, Any] = {}
-        for name, value in form.multi_items():
-            fields[name] = value if isinstance(value, str) else await value.read()
+        try:
+            for name, value in form.multi_items():
+                fields[name] = value if isinstance(value, str) else await value.read()
+        finally:
+            await form.close()
         return fields
 
     # -- Stablecog --

@@ -159,7 +159,11 @@ class LocalTasks:
         if isinstance(step, Upload):
             data = await self._image_bytes(step, max_fetch)
             upload = NewImageUpload(task_uuid=new_uuid, image_base64=data)
-            (reply,) = await self.run(key_id, upload, seconds)
+            try:
+                (reply,) = await self.run(key_id, upload, seconds)
+            except LocalTaskFailed as exc:  # named by the request's parameter, not ours
+                text = exc.text.removeprefix("imageBase64: ")
+                raise LocalTaskFailed(exc.error_id, f"{step.parameter}: {text}") from None
             return reply.new_image_uuid
         if isinstance(step, Enhance):
             texts = await self.run(

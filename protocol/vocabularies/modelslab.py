@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, StrictStr
+from pydantic import AfterValidator, Field, StrictStr
 
 from ..tables import (
     CLIP_SKIP_MAX,
@@ -111,6 +111,13 @@ _DPM_2M: Final = {
 Side = Annotated[int, Field(ge=64, le=1024)]
 
 
+def _documented_steps(value: int) -> int:
+    # A number, or its text ("31"): only the three the seed documents.
+    if value not in (21, 31, 41):
+        raise ValueError("must be 21, 31 or 41")
+    return value
+
+
 class ModelsLabRequest(ApiModel):
     """The body attributes, as the seed documents them."""
 
@@ -123,7 +130,7 @@ class ModelsLabRequest(ApiModel):
     width: Side = 512
     height: Side = 512
     samples: Annotated[int, Field(ge=1, le=4)] = 1
-    num_inference_steps: Literal[21, 31, 41] = 31
+    num_inference_steps: Annotated[int, AfterValidator(_documented_steps)] = 31
     safety_checker: YesNo = True
     safety_checker_type: Literal["blur", "sensitive_content_text", "pixelate", "black"] = (
         "sensitive_content_text"
