@@ -27,6 +27,7 @@ class HttpStore:
     hang: threading.Event | None = None  # when set up, requests wait for it (then 200)
     hold: float = 0.0  # seconds each PUT is held before its answer (overlap for limits)
     received: threading.Event = field(default_factory=threading.Event)  # set at each PUT
+    kept: threading.Event = field(default_factory=threading.Event)  # set once a body is kept
     in_flight: int = 0
     max_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -52,6 +53,7 @@ class HttpStore:
                 with self.lock:
                     self.stored[path].append(body)
                     self.headers[path] = headers
+                self.kept.set()
             return status, extra
         finally:
             with self.lock:

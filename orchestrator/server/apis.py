@@ -16,7 +16,8 @@ accounting and hosting.
 
 A ModelsLab request not finished within ``ServerConfig.http_wait`` seconds is answered
 ``{"status": "processing", "id", "fetch_result", "eta"}``, and is fetched by id (by the
-same key) until it is; its ``webhook`` gets the finished answer POSTed, with ``track_id``.
+same key) until ``retention`` seconds after it finished; its ``webhook`` gets the finished
+answer POSTed, with ``track_id``, once it is answered (a later fetch says how it went).
 Bad input gets that API's error shape, naming the parameter in that API's name; a body
 over ``ServerConfig.http_max_body`` is refused with 413; a wrong key is refused the same
 way whether or not a key like it exists.
@@ -77,10 +78,11 @@ class _Refused(Exception):
 
 @dataclass(slots=True)
 class _Job:
-    """A ModelsLab request, kept to be fetched by id while it runs and for a while after."""
+    """A ModelsLab request, kept to be fetched by id while it runs and ``retention``
+    seconds after it finished."""
 
     key_id: str
-    started: float
+    finished: float = 0.0
     response: dict[str, Any] | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
@@ -144,8 +146,9 @@ class HttpApis:
             parsed, plan = self._prepare(vocab, body, 200)
         except _Refused as refused:
             return _json(refused.status, refused.body)
+        self._forget_old_jobs()
         job_id = str(uuid.uuid4())
-        job = self._jobs[job_id] = _Job(key_id, time.monotonic())
+        job = self._jobs[job_id] = _Job(key_id)
         self._start_soon(lambda: self._run_job(job, job_id, vocab, parsed, plan))
         with anyio.move_on_after(self._config.http_wait):
             await job.done.wait()
@@ -155,16 +158,16 @@ class HttpApis:
         self, job: _Job, job_id: str, vocab: Vocabulary[Any], parsed: Any, plan: Plan
     ) -> None:
         _, response = await self._answer(vocab, job.key_id, parsed, plan, 200, job_id)
+        job.response, job.finished = response, time.monotonic()
+        job.done.set()  # answered now: the webhook, however slow, holds nobody up
         if plan.webhook is not None:
             try:
                 body = orjson.dumps(response)
                 await self._pusher.put(plan.webhook, body, "application/json", method="POST")
-                response["webhook_status"] = "success"
+                response["webhook_status"] = "success"  # what a later fetch says
             except PushError as exc:
                 log.warning("a webhook was not told: %s", exc)
                 response["webhook_status"] = f"failed: {exc}"
-        job.response = response
-        job.done.set()
 
     def _processing(self, job_id: str, plan: Plan) -> dict[str, Any]:
         fetch = f"{self._base_url()}/api/v6/images/fetch/{job_id}"
@@ -197,9 +200,9 @@ class HttpApis:
         return _json(200, job.response)
 
     def _forget_old_jobs(self) -> None:
-        horizon = time.monotonic() - self._config.image_ttl
+        horizon = time.monotonic() - self._config.retention
         for job_id, job in list(self._jobs.items()):
-            if job.done.is_set() and job.started < horizon:
+            if job.done.is_set() and job.finished < horizon:
                 del self._jobs[job_id]
 
     # -- the form API --

@@ -337,7 +337,9 @@ def cache_key(task: NewTask) -> Hashable:
     return (
         task.prompt_text,
         str(task.model_id),
-        task.dimensions,
+        task.size_id,
+        task.width,
+        task.height,
         task.task_type,
         task.steps,
         task.g_scale,
