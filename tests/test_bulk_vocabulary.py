@@ -6,9 +6,11 @@ import io
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from PIL import Image
@@ -17,6 +19,7 @@ from orchestrator import UsageError
 from orchestrator.bulk import BulkRun
 from orchestrator.delivery.types import dimensions
 
+from serverkit import KEY, GatedBackend, running
 from sinkkit import http_store
 
 pytestmark = pytest.mark.timeout(90)
@@ -76,7 +79,7 @@ async def test_modelslab_rows_become_a_dataset_and_a_rerun_sends_nothing(tmp_pat
         "done",
         "failed",
     ]
-    assert "line 3: invalid ModelsLab request samples = 5: must be at most 4" == ledger[3][1]
+    assert "line 3: invalid ModelsLab request; samples = 5: must be at most 4" == ledger[3][1]
     assert "webhook: not sent by bulk runs" in (ledger[4][1] or "")
     assert "line 6: init_image:" in (ledger[6][1] or "") and "404" in (ledger[6][1] or "")
     records = manifest(out)
@@ -136,3 +139,38 @@ def test_the_command_takes_a_vocabulary(tmp_path: Path) -> None:
     assert [(r["width"], r["height"]) for r in manifest(out)] == [(1024, 1024)] * 2
     bad = subprocess.run([*command[:-4], "--vocabulary", "dalle"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice: 'dalle'" in bad.stderr
+
+
+class CountingGate(GatedBackend):
+    """Jobs wait at the gate; ``three`` is set once three are waiting together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.three = threading.Event()
+        self.waiting = 0
+        self.lock = threading.Lock()
+
+    def run(self, job: Any, ctx: Any) -> None:
+        with self.lock:
+            self.waiting += 1
+            if self.waiting == 3:
+                self.three.set()
+        super().run(job, ctx)
+
+
+async def test_rows_take_their_steps_side_by_side(tmp_path: Path) -> None:
+    # Each row's prompt enhancement waits at the gate: were rows' steps taken one at a
+    # time, a second would never start before the gate opens.
+    source = tmp_path / "requests.jsonl"
+    source.write_bytes(b"\n".join(orjson.dumps({"prompt": f"a fox {i}"}) for i in range(3)))
+    backend = CountingGate()
+    async with running(backend, api_keys=(KEY,), workers=4) as server:
+        run = BulkRun(
+            source, tmp_path / "out", endpoints=[server.url], api_key=KEY, vocabulary="modelslab"
+        )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run.run)
+            await anyio.to_thread.run_sync(backend.three.wait, 20)
+            assert backend.waiting == 3  # three enhancements at once, before any task
+            backend.gate.set()
+    assert run.counts.done == 3

@@ -25,7 +25,7 @@ from protocol.tables import TaskType
 from protocol.vocabularies import Plan, vocabulary
 
 from ..specs import GENERATION_FIELDS
-from .rows import KIND_OF_TASK_TYPE, BadRow, Normalizer, Row, bad_row, objects
+from .rows import KIND_OF_TASK_TYPE, BadRow, Normalizer, Row, bad_row, objects, one_line
 
 __all__ = ["normalizer", "spec_fields"]
 
@@ -53,7 +53,7 @@ def normalizer(name: str) -> Normalizer:
         try:
             _, plan = vocab.prepare(given, _CHECK_UUID)
         except LocalProtocolError as exc:
-            return bad_row(line, text, " ".join(str(exc).split()))
+            return bad_row(line, text, one_line(exc))
         refusal = _not_in_bulk(plan)
         if refusal is not None:
             return bad_row(line, text, refusal)

@@ -10,10 +10,12 @@ with the lines it touched, never mixed into the dataset.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -25,7 +27,14 @@ from ..errors import UsageError
 from .ledger import Ledger, LedgerRow
 from .rows import BadRow, Row
 
-__all__ = ["InputChanged", "check_unchanged", "fingerprint", "sweep_temporary", "walk"]
+__all__ = [
+    "InputChanged",
+    "check_unchanged",
+    "exclusive",
+    "fingerprint",
+    "sweep_temporary",
+    "walk",
+]
 
 _BATCH: Final = 512  # rows read per trip to a worker thread
 _LOOKAHEAD: Final = 2048  # ledger rows read per query
@@ -114,3 +123,15 @@ def _sha256(path: Path) -> str:
         while chunk := file.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """Hold the dataset directory ``out`` for one run: a second is refused (it would send
+    the same rows twice). The lock is the kernel's, so a run killed with -9 leaves none."""
+    with (out / ".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"another run is using {out}: wait for it, or stop it") from None
+        yield

@@ -63,6 +63,7 @@ __all__ = [
     "is_field",
     "normalize",
     "objects",
+    "one_line",
     "read",
 ]
 
@@ -390,3 +391,10 @@ def bad_row(line: int, text: str, error: str) -> BadRow:
 def is_field(name: str) -> bool:
     """Whether some kind of row has a field of this name (for defaults given by name)."""
     return name in ("task_type", "taskType") or any(name in a for a in _ALIASES.values())
+
+
+def one_line(exc: BaseException) -> str:
+    """An error on one line, for the ledger (a validation error lists its fields on lines
+    of their own)."""
+    first, *rest = str(exc).splitlines() or [type(exc).__name__]
+    return "; ".join([first, *(part.strip() for part in rest)]) if rest else first

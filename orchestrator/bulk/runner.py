@@ -35,11 +35,9 @@ finished is in the ledger, and the manifest is rebuilt from it.
 
 from __future__ import annotations
 
-import fcntl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -67,8 +65,15 @@ from . import ledger as records
 from .foreign import normalizer
 from .ledger import Ledger, LedgerRow
 from .manifest import outputs, rebuild
-from .resume import InputChanged, check_unchanged, fingerprint, sweep_temporary, walk
-from .rows import BadRow, Format, Row, count_rows, detect_format, read
+from .resume import (
+    InputChanged,
+    check_unchanged,
+    exclusive,
+    fingerprint,
+    sweep_temporary,
+    walk,
+)
+from .rows import BadRow, Format, Row, count_rows, detect_format, one_line, read
 
 __all__ = ["BulkRun", "Counts", "Summary"]
 
@@ -206,6 +211,8 @@ class BulkRun:
         self._ops_ready = anyio.Event()
         self._flushed = anyio.Event()
         self._price: float | None = None  # the highest cost of one image seen
+        self._preparing = 0  # rows taking their steps before their task
+        self._steps: anyio.abc.TaskGroup
         self._in_flight_cost = 0.0
 
     def stop(self) -> None:
@@ -218,7 +225,7 @@ class BulkRun:
 
     async def run(self) -> Summary:
         """Run every row that is not done; return the summary (see the module docstring)."""
-        with _exclusive(self.out):
+        with exclusive(self.out):
             return await self._run()
 
     async def _run(self) -> Summary:
@@ -287,12 +294,18 @@ class BulkRun:
     # -- sending --
 
     async def _loop(self, orch: Orchestrator) -> None:
+        # Rows with steps before their task take them in this group, beside the loop.
+        async with anyio.create_task_group() as self._steps:
+            await self._send_rows(orch)
+
+    async def _send_rows(self, orch: Orchestrator) -> None:
         source = aiter(self._walk())
         waiting: _Live | None = None  # the next row to send, held while the budget waits
         exhausted = False
         while True:
             self._collect()
-            room = len(self._live) < self.concurrency and not self._stopping
+            busy = len(self._live) + self._preparing
+            room = busy < self.concurrency and not self._stopping
             if len(self._ops) > _MAX_PENDING_OPS:
                 await self._flushed.wait()  # the flusher catches up
             elif room and self._retry and self._retry[0][0] <= anyio.current_time():
@@ -317,7 +330,8 @@ class BulkRun:
             else:
                 if self._stopping:
                     self._retry.clear()  # still ``submitted``: a rerun sends them
-                if not self._live and not self._retry and (exhausted or self._stopping):
+                idle = not (self._live or self._retry or self._preparing)
+                if idle and (exhausted or self._stopping):
                     return
                 await self._sleep()
 
@@ -361,19 +375,35 @@ class BulkRun:
         live.tries += 1
         submitted = (live.task_uuid, live.generation, live.attempts, row.request)
         self._op(records.submitted(row.line, row.key, *submitted, live.submitted_at))
-        metadata = row.metadata | {"line": row.line, "key": row.key}
-        try:  # another API's steps before its task: uploads, the prompt enhancer
-            more = {} if row.steps is None else await steps(orch, row.steps)
+        if row.steps is None:
+            await self._submit(orch, live, {})
+        else:  # uploads, the prompt enhancer: in their own task, so the next rows go on
+            self._preparing += 1
+            self._steps.start_soon(self._send_after_steps, orch, live)
+
+    async def _send_after_steps(self, orch: Orchestrator, live: _Live) -> None:
+        assert live.row.steps is not None
+        try:
+            more = await steps(orch, live.row.steps)
         except (UploadError, TaskError, TransportError, OrchestratorTimeout) as exc:
-            self._fail(live, "task", f"line {row.line}: {_one_line(exc)}", None)
+            self._fail(live, "task", f"line {live.row.line}: {one_line(exc)}", None)
             return
+        else:
+            await self._submit(orch, live, more)
+        finally:
+            self._preparing -= 1
+            self._wake.set()
+
+    async def _submit(self, orch: Orchestrator, live: _Live, more: dict[str, str]) -> None:
+        row = live.row
+        metadata = row.metadata | {"line": row.line, "key": row.key}
         spec = row.spec(live.task_uuid, self._sinks, metadata, **more)
         if hasattr(spec, "return_base64_image") and spec.return_base64_image is None:
             spec.return_base64_image = True  # the bytes come with the result: no second GET
         try:
             handle = await orch.submit(spec)
         except LocalProtocolError as exc:  # a value out of range: the row is bad
-            self._invalid(row.line, row.key, row.request, f"line {row.line}: {_one_line(exc)}")
+            self._invalid(row.line, row.key, row.request, f"line {row.line}: {one_line(exc)}")
             return
         self._live[handle] = live
         self.counts.in_flight += 1
@@ -411,7 +441,7 @@ class BulkRun:
             return
         if isinstance(exc, TaskCancelled):
             return  # abandoned: still ``submitted`` in the ledger, and a rerun sends it
-        self._fail(live, "task", _one_line(exc), None)
+        self._fail(live, "task", one_line(exc), None)
 
     def _done(self, live: _Live, result: Any) -> None:
         row = live.row
@@ -468,21 +498,3 @@ class BulkRun:
     async def _flush_all(self) -> None:
         if self._ops:
             await self.ledger.apply(self._take_ops())
-
-
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    # Two runs on one directory would send the same rows twice: the second is refused.
-    # The lock is the kernel's, so a run killed with -9 leaves none behind.
-    with (out / ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"another run is using {out}: wait for it, or stop it") from None
-        yield
-
-
-def _one_line(exc: BaseException) -> str:
-    # A validation error lists its fields on lines of their own: one line for the ledger.
-    first, *rest = str(exc).splitlines() or [type(exc).__name__]
-    return "; ".join([first, *(part.strip() for part in rest)]) if rest else first
