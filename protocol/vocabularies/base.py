@@ -35,7 +35,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from ..errors import FieldError, LocalProtocolError
 from ..messages import NewTask, join_negative_prompt
-from ..tables import GUIDANCE_MAX, SIZE_STEP, SIZES, TaskType, size_id_for
+from ..tables import GUIDANCE_MAX, SIZE_STEP, TaskType, size_id_for
 from ..validation import field_errors
 
 __all__ = [
@@ -48,6 +48,9 @@ __all__ = [
     "YesNo",
     "blank_png",
     "capped_guidance",
+    "data_uri",
+    "image_kind",
+    "refused",
     "size_fields",
     "snapped",
 ]
@@ -268,7 +271,3 @@ def image_kind(data: bytes) -> str:
 def data_uri(data: bytes) -> str:
     """``data:image/KIND;base64,...``."""
     return f"data:image/{image_kind(data)};base64,{base64.b64encode(data).decode()}"
-
-
-#: Our sizes, for messages.
-SIZE_NAMES: Final = ", ".join(f"{s.width}x{s.height}" for s in SIZES.values())
