@@ -31,8 +31,9 @@ def add_serve(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--http-port",
         type=int,
-        help="the four other seed APIs over HTTP (default: --port + 1, any free one with "
-        "--port 0; -1: not served)",
+        default=0,
+        help="the four other seed APIs over HTTP on this port (0: any free one, printed; "
+        "-1: not served)",
     )
     serve.add_argument(
         "--backend",
@@ -94,16 +95,10 @@ def run_serve(args: argparse.Namespace) -> int:
         image_ttl=args.image_ttl,
         shutdown_grace=args.shutdown_grace,
         allow_private_uploads=args.allow_private_uploads,
-        http_port=_http_port(args.port, args.http_port),
+        http_port=None if args.http_port < 0 else args.http_port,
         **({"workers": args.workers} if args.workers else {}),
     )
     return anyio.run(_serve_until_signal, config)
-
-
-def _http_port(port: int, asked: int | None) -> int | None:
-    if asked is None:
-        return port + 1 if port else 0
-    return None if asked < 0 else asked
 
 
 async def _serve_until_signal(config: Any) -> int:
