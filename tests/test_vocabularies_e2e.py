@@ -211,3 +211,24 @@ async def test_bad_input_is_refused_before_anything_is_sent() -> None:
         with pytest.raises(LocalProtocolError, match="samples"):
             await orch.submit_as("modelslab", {"prompt": "a", "samples": 5})
         assert orch.stats.submitted == 0
+
+
+async def test_stablecog_image_to_image_from_a_link() -> None:
+    with http_store() as store:
+        store.stored["/init.png"].append(png(512, 512, (220, 30, 30)))
+        request = {
+            "prompt": "a blue sea",
+            "num_outputs": 1,
+            "width": 512,
+            "height": 512,
+            "init_image_url": f"{store.url}/init.png",
+            "prompt_strength": 0.2,  # follow the init image more than the prompt
+        }
+        async with Orchestrator() as orch:
+            answer = await orch.submit_as("stablecog", request)
+            async with httpx.AsyncClient() as client:
+                image = (await client.get(answer["outputs"][0]["url"])).content
+    assert answer["settings"]["init_image_url"] == request["init_image_url"]
+    assert answer["settings"]["prompt_strength"] == 0.2
+    pixels = np.asarray(Image.open(io.BytesIO(image)).convert("RGB"), np.float32)
+    assert pixels[..., 0].mean() > pixels[..., 2].mean()  # still the red init image, mostly
