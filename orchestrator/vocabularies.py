@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Generator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar, cast
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import orjson
@@ -26,7 +27,7 @@ import orjson
 from protocol.identity import new_task_uuid
 from protocol.messages import TaskRequest
 from protocol.vocabularies import VOCABULARIES, Outcome, OutputImage, Plan, Vocabulary, vocabulary
-from protocol.vocabularies.steps import Enhance, Generate, Step, Upload, Upscale, prelude
+from protocol.vocabularies.steps import Enhance, Generate, Step, Upload, Upscale, drive, prelude
 from protocol.vocabularies.steps import carry_out as carry_out_steps
 
 from .config import Config
@@ -127,30 +128,19 @@ async def carry_out(
 ) -> Outcome:
     """Every step of a plan (``protocol.vocabularies.steps``): the outcome to answer from."""
     started = anyio.current_time()
-    outcome: Outcome = await drive(orch, carry_out_steps(plan, task_uuid), deadline)
+    outcome = await drive(carry_out_steps(plan, task_uuid), partial(_perform, orch, deadline))
     return replace(outcome, seconds=anyio.current_time() - started)
 
 
 async def steps(orch: Runner, plan: Plan, deadline: float | None = None) -> dict[str, str]:
     """The steps before a plan's task (uploads, the prompt enhancer), as the fields of our
     spec they give (``init_image_uuid``, ``prompt``, ...)."""
-    image_uuids, prompt = await drive(orch, prelude(plan), deadline)
+    image_uuids, prompt = await drive(prelude(plan), partial(_perform, orch, deadline))
     named = {f"{role}_image_uuid": image_uuid for role, image_uuid in image_uuids.items()}
     return named | {"prompt": prompt}
 
 
-async def drive(orch: Runner, run: Generator[Step, Any, T], deadline: float | None) -> T:
-    """Do each step ``run`` yields on ``orch`` and send it the result; its return value."""
-    result: Any = None
-    while True:
-        try:
-            step = run.send(result)
-        except StopIteration as done:
-            return cast(T, done.value)
-        result = await _perform(orch, step, deadline)
-
-
-async def _perform(orch: Runner, step: Step, deadline: float | None) -> Any:
+async def _perform(orch: Runner, deadline: float | None, step: Step) -> Any:
     if isinstance(step, Upload):
         try:
             uploaded = await orch.upload_image(step.source, deadline=deadline)

@@ -14,6 +14,7 @@ import base64
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -33,7 +34,7 @@ from protocol.messages import (
 )
 from protocol.tables import ErrorId
 from protocol.vocabularies import OutputImage
-from protocol.vocabularies.steps import Enhance, Generate, Read, Step, Upload, Upscale
+from protocol.vocabularies.steps import Enhance, Generate, Read, Step, Upload, Upscale, drive
 
 from .push import Pusher, PushError
 from .scheduler import Scheduler
@@ -146,15 +147,9 @@ class LocalTasks:
         self, key_id: str, run: Generator[Step, Any, T], seconds: float, max_fetch: int
     ) -> T:
         """Do each step ``run`` yields, for the key, within ``seconds`` each; its value."""
-        result: Any = None
-        while True:
-            try:
-                step = run.send(result)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            result = await self._perform(key_id, step, seconds, max_fetch)
+        return await drive(run, partial(self._perform, key_id, seconds, max_fetch))
 
-    async def _perform(self, key_id: str, step: Step, seconds: float, max_fetch: int) -> Any:
+    async def _perform(self, key_id: str, seconds: float, max_fetch: int, step: Step) -> Any:
         new_uuid = str(uuid.uuid4())
         if isinstance(step, Upload):
             data = await self._image_bytes(step, max_fetch)

@@ -1,31 +1,36 @@
 """Carrying out a plan, sans-I/O: a generator that yields each step and is sent its result.
 
 The client (``orchestrator.vocabularies``) and our server's HTTP APIs
-(``orchestrator.server.apis``) drive the same generator, each doing the steps' I/O its own
-way, so the order of the steps and what each gives are written once::
+(``orchestrator.server.apis``) drive the same generator with :func:`drive`, each doing the
+steps' I/O its own way (``perform``), so the order of the steps and what each gives are
+written once::
 
-    run = carry_out(plan, task_uuid)
-    result = None
-    while True:
-        try:
-            step = run.send(result)
-        except StopIteration as done:
-            outcome = done.value  # an Outcome (seconds and credits left unset)
-            break
-        result = await perform(step)  # what each step's docstring says it is sent
+    outcome = await drive(carry_out(plan, task_uuid), perform)  # seconds, credits unset
 
 A step that fails raises in the driver; the generator is then dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .base import Outcome, OutputImage, Plan
 
-__all__ = ["Enhance", "Generate", "Read", "Step", "Upload", "Upscale", "carry_out", "prelude"]
+__all__ = [
+    "Enhance",
+    "Generate",
+    "Read",
+    "Step",
+    "Upload",
+    "Upscale",
+    "carry_out",
+    "drive",
+    "prelude",
+]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +102,16 @@ def carry_out(plan: Plan, task_uuid: str) -> Generator[Step, Any, Outcome]:
             if image.data is None:
                 images[i] = replace(image, data=(yield Read(image)))
     return Outcome(task_uuid, tuple(images), prompt, round(cost, 10), 0.0)
+
+
+async def drive(run: Generator[Step, Any, T], perform: Callable[[Step], Awaitable[Any]]) -> T:
+    """Send each step ``run`` yields what ``perform`` makes of it; return its value. (It
+    awaits only ``perform``: the I/O, and the event loop, are the caller's.)"""
+    result: Any = None
+    while True:
+        try:
+            step = run.send(result)
+        except StopIteration as done:
+            value: T = done.value
+            return value
+        result = await perform(step)
