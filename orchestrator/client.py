@@ -238,12 +238,13 @@ class Orchestrator:
         return handle
 
     def _prepare(self, task: Task) -> tuple[TaskHandle, PreparedTask, tuple[str, ...]]:
-        # Validates and encodes the task (raising before anything is sent).
+        # Validates and encodes the task, in the servers' dialect (raising before anything
+        # is sent).
         pool = self.pool
         if isinstance(task, TaskSpec):
-            prepared = task.prepare(task.task_uuid or new_task_uuid())
+            prepared = pool.encode(task.prepare(task.task_uuid or new_task_uuid()))
         elif isinstance(task, TASK_REQUESTS):
-            prepared = prepare(task)
+            prepared = pool.encode(prepare(task))
         else:
             raise UsageError(
                 f"a task is a spec (TextToImage(...), ...) or a protocol request, "

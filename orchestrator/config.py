@@ -8,8 +8,10 @@ and the rule.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from protocol.dialects import DEFAULT_DIALECT, DIALECTS
 from protocol.retry import Backoff
 from protocol.tables import ERRORS, KNOWN_EXTENSIONS
 
@@ -141,6 +143,9 @@ class Config:
             (queue full, server stopping). Add others to opt in (say 1005, an internal
             error), or pass ``frozenset()`` to fail at the first error.
         delivery: how images are delivered to sinks (:class:`DeliverySettings`).
+        dialect: what the servers speak: ``"legacy"`` (the seed's ``newTask`` frames, the
+            default) or ``"runware"`` (the current Runware dialect, that service today).
+        endpoint_dialects: a dialect per endpoint URL, where it differs from ``dialect``.
     """
 
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -150,11 +155,21 @@ class Config:
     compression: bool = False
     retry_error_ids: frozenset[int] = RETRYABLE_ERROR_IDS
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    dialect: str = DEFAULT_DIALECT
+    endpoint_dialects: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for where, name in (("dialect", self.dialect), *self.endpoint_dialects.items()):
+            if name not in DIALECTS:
+                known = ", ".join(DIALECTS)
+                raise UsageError(f"Config {where} = {name!r}: must be a dialect ({known})")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.retry_error_ids):
             raise UsageError(f"Config.retry_error_ids = {self.retry_error_ids!r}: errorIds (ints)")
         unknown = set(self.extensions) - KNOWN_EXTENSIONS
         if unknown:
             known = ", ".join(sorted(KNOWN_EXTENSIONS))
             raise UsageError(f"Config.extensions: unknown {sorted(unknown)} (known: {known})")
+
+    def dialect_of(self, endpoint: str) -> str:
+        """The dialect ``endpoint`` speaks."""
+        return self.endpoint_dialects.get(endpoint, self.dialect)

@@ -430,7 +430,7 @@ class Connection:
                 continue
             # Everything queued since the last write goes out together.
             frames, self._outbox = self._outbox, []
-            await stream.send(frames)
+            await stream.send(self.session.pack(frames))
 
     async def _heartbeat(self) -> None:
         timeouts = self._config.timeouts

@@ -41,10 +41,10 @@ from collections.abc import Callable, Sequence
 import anyio
 
 from protocol.codec import PreparedTask
+from protocol.dialects import DIALECTS
 from protocol.session import (
     ImageReceived,
     Progress,
-    Session,
     TaskCompleted,
     TaskFailed,
     TextReceived,
@@ -138,11 +138,15 @@ class Pool(ConnectionListener):
         self._closed = False
         self._on_deadline = self._expire  # bound once: one object less per live task
         wanted = config.extensions
+        dialects = [DIALECTS[config.dialect_of(e)] for e in dict.fromkeys(endpoints)]
+        # Tasks are encoded once, in the dialect every endpoint speaks; when they speak
+        # several, in the seed's (each session translates), checked against each now.
+        self._encoders = [d.encode for d in {d.name: d for d in dialects}.values()]
         self.connections = [
             Connection(
                 self,
                 endpoint,
-                Session(api_key, extensions=sorted(wanted)),
+                DIALECTS[config.dialect_of(endpoint)].session(api_key, extensions=sorted(wanted)),
                 config=config,
                 transport=transport,
                 clock=clock,
@@ -152,6 +156,11 @@ class Pool(ConnectionListener):
             for endpoint in endpoints
             for _ in range(config.limits.connections_per_endpoint)
         ]
+
+    def encode(self, prepared: PreparedTask) -> PreparedTask:
+        """``prepared`` for the endpoints' dialect. Raises LocalProtocolError (nothing sent)."""
+        encoded = [encode(prepared) for encode in self._encoders]
+        return encoded[0] if len(encoded) == 1 else prepared
 
     # -- introspection --
 

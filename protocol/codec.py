@@ -64,7 +64,10 @@ __all__ = [
     "TEXTS",
     "UPLOAD",
     "PreparedTask",
+    "exact_loads",
+    "has_float_for_int",
     "kept",
+    "parse",
     "prepare",
     "decode",
     "decode_from_client",
@@ -240,20 +243,26 @@ def decode(data: bytes | str) -> Message:
 
 def loads(data: bytes | str) -> dict[str, Any]:
     """Parse a frame into its JSON object. Raises ``RemoteProtocolError``."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        # orjson gives up on integers too long for a double; the stdlib reads them exactly
-        # (and validation then names the field and its range).
-        if not str(exc).startswith("number"):
-            raise RemoteProtocolError(f"frame is not valid JSON: {exc}") from exc
-        obj = _exact_loads(data)
+    obj = parse(data)
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"frame must be a JSON object, not {_json_type(obj)}")
     return obj
 
 
-def _exact_loads(data: bytes | str) -> Any:
+def parse(data: bytes | str) -> Any:
+    """Parse a frame into its JSON value, whatever it is. Raises ``RemoteProtocolError``."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        # orjson gives up on integers too long for a double; the stdlib reads them exactly
+        # (and validation then names the field and its range).
+        if not str(exc).startswith("number"):
+            raise RemoteProtocolError(f"frame is not valid JSON: {exc}") from exc
+        return exact_loads(data)
+
+
+def exact_loads(data: bytes | str) -> Any:
+    """Parse a frame with the standard library, which keeps integers past 64 bits exact."""
     try:
         return json.loads(data, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
@@ -294,8 +303,8 @@ def _validate(cls: type[M], body: dict[str, Any], data: bytes | str, name: str) 
         error = exc
     # A strict integer field saw a float: perhaps orjson read a >64-bit integer. Parse the
     # frame again exactly; if that validates, it was a large seed, not a bad frame.
-    if _has_float_for_int(error):
-        exact = _exact_loads(data)
+    if has_float_for_int(error):
+        exact = exact_loads(data)
         exact_body = exact if name == "error" else next(iter(exact.values()))
         try:
             return cls.model_validate(exact_body)
@@ -304,7 +313,9 @@ def _validate(cls: type[M], body: dict[str, Any], data: bytes | str, name: str) 
     raise RemoteProtocolError(f"invalid {name}", field_errors(error)) from error
 
 
-def _has_float_for_int(error: ValidationError) -> bool:
+def has_float_for_int(error: ValidationError) -> bool:
+    """Whether validation failed on a float where an integer belongs (which a seed past 64
+    bits becomes when orjson reads it): parse the frame again with :func:`exact_loads`."""
     return any(
         d["type"] in ("int_type", "int_from_float") and isinstance(d.get("input"), float)
         for d in error.errors(include_url=False)

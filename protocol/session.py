@@ -61,7 +61,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -408,6 +408,11 @@ class Session:
         if pending is None:
             raise InvalidState(f"task {task_uuid} is not pending")
         return pending.frame
+
+    def pack(self, frames: Sequence[bytes]) -> Sequence[bytes]:
+        """The frames to write for ``frames`` queued together (the seed's dialect sends
+        each as it is; a dialect that batches tasks joins them here)."""
+        return frames
 
     def send_ping(self) -> bytes:
         """Return a ``ping`` frame."""

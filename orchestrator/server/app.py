@@ -44,6 +44,7 @@ from .apis import HttpApis, serve_http
 from .backends import BACKENDS, Backend
 from .config import ServerConfig
 from .connection import Connection
+from .current import CurrentDialect, is_current, to_current
 from .hosting import Hosting
 from .local import LocalTasks
 from .push import Pusher
@@ -138,6 +139,9 @@ class ReferenceServer:
             find_session=self._sessions.get,
         )
         self._local = LocalTasks(self._scheduler, self._store, self._pusher)
+        self._current = CurrentDialect(
+            authenticate=self._authenticate, accept=self._accept, report=self._scheduler.report
+        )
         self.http_port: int | None = None  # the HTTP APIs' port, once serving
         self._connections: set[Connection] = set()
         self._connections_changed = asyncio.Event()
@@ -284,13 +288,18 @@ class ReferenceServer:
     def _on_frame(self, conn: Connection, frame: bytes) -> Awaitable[None] | None:
         # Decided synchronously as the frame is parsed; only a task with an uploadEndpoint
         # returns something to await (resolving its host), and the frames after it wait.
+        if conn.dialect is None:  # the first frame says which dialect the socket speaks
+            conn.dialect = "current" if is_current(frame) else "legacy"
+            if conn.dialect == "current":
+                conn.translate = to_current
+        if conn.translate is not None:
+            if conn.authenticated and self._too_big(conn, frame, b'"imageUpload"' in frame):
+                return None
+            return self._current.on_frame(conn, frame)
         if not conn.authenticated:
             self._before_authentication(conn, frame)
             return None
-        limit = self.config.limits.max_structured_frame_bytes
-        if len(frame) > limit and not _is_upload(frame):
-            text = f"frames over {limit} bytes are for newImageUpload only (got {len(frame)})"
-            conn.send_error(ErrorId.LIMIT_EXCEEDED, text)
+        if self._too_big(conn, frame, _is_upload(frame)):
             return None
         try:
             message = decode_from_client(frame)
@@ -307,10 +316,25 @@ class ReferenceServer:
             conn.send_error(ErrorId.NOT_AUTHENTICATED, text, task_uuid_of(message))
         elif isinstance(message, CancelTask):
             self._scheduler.cancel(session, message.task_uuid)
-        elif upload_endpoint(message) is not None:
-            return self._accept_after_check(conn, session, message)
         else:
-            self._scheduler.accept(conn, session, message)
+            return self._accept(conn, session, message)
+        return None
+
+    def _too_big(self, conn: Connection, frame: bytes, is_upload: bool) -> bool:
+        limit = self.config.limits.max_structured_frame_bytes
+        if len(frame) > limit and not is_upload:
+            upload = "newImageUpload" if conn.translate is None else "imageUpload"
+            text = f"frames over {limit} bytes are for {upload} only (got {len(frame)})"
+            conn.send_error(ErrorId.LIMIT_EXCEEDED, text)
+            return True
+        return False
+
+    def _accept(
+        self, conn: Connection, session: ServerSession, task: TaskRequest
+    ) -> Awaitable[None] | None:
+        if upload_endpoint(task) is not None:
+            return self._accept_after_check(conn, session, task)
+        self._scheduler.accept(conn, session, task)
         return None
 
     async def _accept_after_check(

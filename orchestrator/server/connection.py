@@ -65,6 +65,10 @@ class Connection:
         self.overflowed = False
         self.on_lost: Callable[[str], None] = _ignore
         self.on_congested: Callable[[bool], None] = lambda congested: None
+        # The socket's dialect: None until its first frame; then, for the current dialect,
+        # what turns each frame the server sends into that dialect (None: it has none).
+        self.dialect: str | None = None
+        self.translate: Callable[[bytes], bytes | None] | None = None
         self._outbox: deque[tuple[str | None, bytes]] = deque()
         self._queued = 0  # bytes in the outbox
         self._congested = False
@@ -137,6 +141,11 @@ class Connection:
 
     def send(self, frame: bytes, task_uuid: str | None = None) -> None:
         """Queue a frame; ``task_uuid`` names the task whose results it carries."""
+        if self.translate is not None:
+            translated = self.translate(frame)
+            if translated is None:
+                return
+            frame = translated
         if self.dead:
             if task_uuid is not None:
                 self.on_lost(task_uuid)

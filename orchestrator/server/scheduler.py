@@ -231,6 +231,14 @@ class Scheduler:
         else:
             self._queue.put(session.uuid, record)
 
+    def report(self, session: ServerSession, task_uuid: str) -> TaskRecord | None:
+        """What a task of the session's key has so far goes to the session (it owns the
+        task from now); ``None`` if the key never sent it or it was forgotten."""
+        known = self._tasks.claim(session.key_id, task_uuid, session)
+        if known is not None:
+            self._adopt(*known, session)
+        return None if known is None else known[0]
+
     def _adopt(
         self, record: TaskRecord, previous: ServerSession | None, session: ServerSession
     ) -> None:

@@ -1,0 +1,161 @@
+"""The client session in the current dialect: the legacy session, translated at its edges.
+
+Theory of operation
+===================
+
+:class:`RunwareSession` is a :class:`protocol.session.Session`: the same states, the
+same transitions and the same invariants (see that module). What a task is, when it is
+complete, which result is new: all of it is decided by the code they share. Only the
+bytes differ:
+
+- ``send_connect`` is ``[{"taskType": "authentication", "apiKey": ...,
+  "connectionSessionUUID"?}]``, and the ``authentication`` item of the reply opens the
+  session. The current dialect negotiates none of this project's extensions: a resume
+  is told apart by the session UUID coming back unchanged, and tasks are sent again
+  once the replay has gone quiet (invariant 5).
+- ``send_task`` takes the same prepared tasks (legacy frames, which every spec
+  encodes) and sends each as the current task that does the same
+  (:func:`protocol.runware.translate.task_of`), with ``deliveryMethod: sync``: results
+  come on the socket as they are made, so no task waits on polling.
+- :meth:`RunwareSession.pack` joins the tasks queued in one turn of the caller's loop
+  into one array frame, as the current dialect allows.
+- ``receive`` reads ``{"data": [...]}`` items and ``{"errors": [...]}`` entries,
+  several tasks per frame, and feeds what they carry to the shared result handling as
+  legacy results. Acknowledgements and status items carry nothing and are skipped.
+- ``cancel_task`` stops tracking the task; the current dialect has no cancel message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+from ..codec import PreparedTask, dumps, kept, loads, prepare
+from ..errors import RemoteProtocolError
+from ..messages import (
+    Image,
+    NewConnectionSessionUUID,
+    NewUploadedImageUUID,
+    PreProcessControlNetResult,
+    TaskRequest,
+    Text,
+)
+from ..session import Event, FrameRejected, PongReceived, Session, SessionState
+from . import messages as m
+from .codec import decode_from_server
+from .results import failure_of, results_of
+from .translate import task_of
+
+__all__ = ["PACK_BYTES", "RunwareSession", "current_task"]
+
+#: Tasks joined into one frame by :meth:`RunwareSession.pack`, up to about this many bytes
+#: (a frame of one large task may be more).
+PACK_BYTES: Final = 1 << 20
+_PING: Final = dumps([{"taskType": m.Ping.wire_name, "ping": True}])
+
+
+def current_task(prepared: PreparedTask) -> PreparedTask:
+    """``prepared`` as a current-dialect frame (``[{...}]``); the same if it is one.
+
+    Raises:
+        LocalProtocolError: the task says something the current dialect cannot.
+    """
+    if prepared.frame[:1] == b"[":
+        return prepared
+    task = task_of(loads(prepared.frame))
+    return prepared._replace(frame=kept(dumps([task])))
+
+
+class RunwareSession(Session):
+    """A :class:`~protocol.session.Session` that speaks the current Runware dialect.
+
+    Args:
+        api_key: the key sent in the ``authentication`` task.
+        session_uuid: a ``connectionSessionUUID`` to resume from the first connect.
+    """
+
+    dialect = "runware"
+
+    def __init__(self, api_key: str, *, session_uuid: str | None = None, **_: Any) -> None:
+        super().__init__(api_key, session_uuid=session_uuid)
+
+    def send_connect(self) -> bytes:
+        self._expect(SessionState.IDLE, SessionState.DISCONNECTED, doing="connect")
+        task: dict[str, Any] = {"taskType": m.Authentication.wire_name, "apiKey": self._api_key}
+        if self._session_uuid is not None:
+            task["connectionSessionUUID"] = self._session_uuid
+        self._state = SessionState.AUTHENTICATING
+        return dumps([task])
+
+    def send_task(
+        self, task: TaskRequest | PreparedTask, *, delivered: Collection[str] = ()
+    ) -> bytes:
+        if self._state is not SessionState.OPEN:
+            self._expect(SessionState.OPEN, doing="send a task")
+        prepared = task if isinstance(task, PreparedTask) else prepare(task)
+        return super().send_task(current_task(prepared), delivered=delivered)
+
+    def send_ping(self) -> bytes:
+        self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="ping")
+        return _PING
+
+    def cancel_task(self, task_uuid: str) -> bytes | None:
+        self._pending.pop(task_uuid, None)
+        return None
+
+    def pack(self, frames: Sequence[bytes]) -> Sequence[bytes]:
+        """Join consecutive task frames into array frames of up to :data:`PACK_BYTES`."""
+        out: list[bytes] = []
+        run: list[bytes] = []
+        size = 0
+        for frame in frames:
+            if run and size + len(frame) > PACK_BYTES:
+                out.append(_joined(run))
+                run, size = [], 0
+            run.append(frame)
+            size += len(frame)
+        if run:
+            out.append(_joined(run))
+        return out
+
+    # -- receiving --
+
+    def receive(self, data: bytes | str) -> list[Event]:
+        self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="receive")
+        try:
+            decoded = decode_from_server(data)
+        except RemoteProtocolError as exc:
+            return [FrameRejected(exc)]
+        events: list[Event] = []
+        for item in decoded:
+            events.extend(self._on_item(item))
+        return events
+
+    def _on_item(self, item: m.ResultItem | m.ErrorItem) -> list[Event]:
+        if isinstance(item, m.ErrorItem):
+            return self._on_error(failure_of(item))
+        if isinstance(item, m.AuthenticationResult):
+            reply = NewConnectionSessionUUID.model_construct(
+                connection_session_uuid=item.connection_session_uuid,
+                extensions=None,
+                known_task_uuids=None,
+            )
+            return self._on_authenticated(reply)
+        if isinstance(item, m.PongItem):
+            return [PongReceived()]
+        if isinstance(item, m.StatusItem) and item.status == "error":
+            return self._on_error(failure_of(item.failure()))
+        result = results_of(item)
+        if isinstance(result, Image):
+            return self._on_images(item.task_type, (result,), None)
+        if isinstance(result, Text):
+            return self._on_texts(item.task_type, (result,))
+        if isinstance(result, NewUploadedImageUUID | PreProcessControlNetResult):
+            return self._on_reply(result)
+        return []  # an acknowledgement or a status: nothing arrived yet
+
+
+def _joined(frames: list[bytes]) -> bytes:
+    if len(frames) == 1:
+        return frames[0]
+    return b"[" + b",".join(frame[1:-1] for frame in frames) + b"]"
