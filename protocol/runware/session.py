@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 
-from ..codec import PreparedTask, dumps, kept, loads, prepare
+from ..codec import PreparedTask, dumps, exact_loads, kept, loads, prepare
 from ..errors import RemoteProtocolError
 from ..messages import (
     Image,
@@ -62,7 +62,10 @@ def current_task(prepared: PreparedTask) -> PreparedTask:
     """
     if prepared.frame[:1] == b"[":
         return prepared
-    task = task_of(loads(prepared.frame))
+    frame = loads(prepared.frame)
+    if isinstance(next(iter(frame.values())).get("seed"), float):  # past 64 bits: orjson
+        frame = exact_loads(prepared.frame)  # read it as a float, the stdlib keeps it exact
+    task = task_of(frame)
     return prepared._replace(frame=kept(dumps([task])))
 
 
