@@ -308,6 +308,8 @@ class Session:
         session_uuid: a ``connectionSessionUUID`` to resume from the first connect.
     """
 
+    dialect = "legacy"  #: the dialect's name in protocol.dialects.DIALECTS
+
     def __init__(
         self, api_key: str, *, extensions: Iterable[str] = (), session_uuid: str | None = None
     ) -> None:

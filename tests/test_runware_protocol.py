@@ -146,7 +146,7 @@ ITEMS = [
         seed=2**69,
         nsfw_content=True,
         cost=0.1,
-    ),  # fmt: skip
+    ),
     TextItem(task_type="caption", task_uuid=tid(), text="a red square"),
     UploadItem(task_type="imageUpload", task_uuid=tid(), image_uuid=tid(), image_url="http://h/u"),
     PreprocessItem(
@@ -154,7 +154,7 @@ ITEMS = [
         task_uuid=tid(),
         guide_image_uuid=tid(),
         guide_url="http://h/g.png",
-    ),  # fmt: skip
+    ),
     StatusItem(task_type="imageInference", task_uuid=tid(), status="processing"),
 ]
 
@@ -211,8 +211,9 @@ def test_frames_of_the_wrong_shape_are_remote_errors(frame: bytes) -> None:
 
 # -- translation ---------------------------------------------------------------------------
 
-GUIDE = ControlNet(preprocessor="canny", weight=0.5, start_step=0, end_step=10,
-                   guide_image_uuid=str(uuid.uuid4()))  # fmt: skip
+GUIDE = ControlNet(
+    preprocessor="canny", weight=0.5, start_step=0, end_step=10, guide_image_uuid=str(uuid.uuid4())
+)
 LEGACY = [
     NewTask(task_uuid=tid(), prompt_text="a fox -no blur", number_results=3, size_id=11),
     NewTask(
@@ -230,10 +231,10 @@ LEGACY = [
         use_prompt_weighting=True,
         return_base64_image=True,
         lora=[{"model_id": "civitai:1@2", "weight": 0.3}],
-    ),  # fmt: skip
+    ),
     NewTask(
         task_uuid=tid(), prompt_text="a fox", task_type=2, image_initiator_uuid=tid(), strength=0.4
-    ),  # fmt: skip
+    ),
     NewTask(
         task_uuid=tid(),
         prompt_text="a fox",
@@ -241,7 +242,7 @@ LEGACY = [
         image_initiator_uuid=tid(),
         image_mask_initiator_uuid=tid(),
         strength=0.9,
-    ),  # fmt: skip
+    ),
     NewTask(task_uuid=tid(), prompt_text="a fox", task_type=9, model_id="13", control_net=[GUIDE]),
     UpscaleGanRequest(task_uuid=tid(), image_uuid=tid(), upscale_factor=3),
     RemoveBackgroundRequest(task_uuid=tid(), image_uuid=tid()),
@@ -252,7 +253,7 @@ LEGACY = [
         guide_image_uuid=tid(),
         low_threshold_canny=10,
         high_threshold_canny=200,
-    ),  # fmt: skip
+    ),
     PromptEnhance(task_uuid=tid(), prompt="a cat", prompt_versions=4, prompt_max_length=100),
     NewImageUpload(task_uuid=tid(), image_base64="data:image/png;base64,iVBORw0KGgo="),
 ]
@@ -287,7 +288,7 @@ def test_a_legacy_task_goes_out_and_comes_back_meaning_the_same(legacy: Any) -> 
         ({"prompt_language_id": 2}, "promptLanguageId"),
         ({"use_cache": False}, "useCache"),
         ({"offset": 3}, "offset"),
-    ],  # fmt: skip
+    ],
 )
 def test_what_the_current_dialect_cannot_say_is_refused_before_sending(
     fields: dict[str, Any], field: str
@@ -325,7 +326,7 @@ def _refusal(**fields: Any) -> list[str]:
         (
             {"controlNet": [{"guideImage": "x", "weight": 0.5, "startStep": 0, "endStep": 5}]},
             ["controlNet[0].preprocessor"],
-        ),  # fmt: skip
+        ),
         ({"webhookURL": "http://h/"}, ["webhookURL"]),
         ({"outputFormat": "WEBP"}, ["outputFormat"]),
         ({"deliveryMethod": "carrier pigeon"}, ["deliveryMethod"]),
@@ -355,7 +356,7 @@ def test_legacy_frames_a_server_sends_become_current_ones() -> None:
                 "seed": 7,
                 "imageBase64Data": "QUJD",
                 "imageDataURI": "data:image/png;base64,QUJD",
-            }  # fmt: skip
+            }
         ]
     }
     upscaled = current_frame({"newUpscaleGan": {"images": [legacy_image]}})
@@ -433,13 +434,20 @@ def test_an_error_entry_fails_its_task_and_an_error_status_too() -> None:
     one, _ = send(session)
     two, _ = send(session)
     other, _ = send(session)
-    errors = {"errors": [{"code": "invalidSteps", "message": "too many", "taskUUID": one,
-                          "parameter": "steps"}]}  # fmt: skip
+    errors = {
+        "errors": [
+            {"code": "invalidSteps", "message": "too many", "taskUUID": one, "parameter": "steps"}
+        ]
+    }
     (failed,) = session.receive(json.dumps(errors))
     assert isinstance(failed, TaskFailed) and failed.error_id == ErrorId.VALIDATION_ERROR
     assert failed.error_code == "invalidSteps" and "steps" in failed.error_message
-    status = {"taskType": "imageInference", "taskUUID": two, "status": "error",
-              "error": {"code": "rateLimitExceeded", "message": "busy"}}  # fmt: skip
+    status = {
+        "taskType": "imageInference",
+        "taskUUID": two,
+        "status": "error",
+        "error": {"code": "rateLimitExceeded", "message": "busy"},
+    }
     (failed,) = session.receive(data(status))
     assert isinstance(failed, TaskFailed) and failed.retryable
     assert session.outstanding() == [other]

@@ -144,8 +144,14 @@ def _texts(task_type: str) -> Callable[[Mapping[str, Any]], list[dict[str, Any]]
 
 
 def _uploaded(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"taskType": current.ImageUpload.wire_name, "taskUUID": body["taskUUID"],
-             "imageUUID": body["newImageUUID"], "imageURL": body["newImageSrc"]}]  # fmt: skip
+    return [
+        {
+            "taskType": current.ImageUpload.wire_name,
+            "taskUUID": body["taskUUID"],
+            "imageUUID": body["newImageUUID"],
+            "imageURL": body["newImageSrc"],
+        }
+    ]
 
 
 def _preprocessed(body: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -165,8 +171,12 @@ def _preprocessed(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _authenticated(body: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [{"taskType": current.Authentication.wire_name,
-             "connectionSessionUUID": body["connectionSessionUUID"]}]  # fmt: skip
+    return [
+        {
+            "taskType": current.Authentication.wire_name,
+            "connectionSessionUUID": body["connectionSessionUUID"],
+        }
+    ]
 
 
 _TO_ITEMS: Final[Mapping[str, Callable[[Any], list[dict[str, Any]]]]] = {

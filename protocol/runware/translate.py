@@ -241,8 +241,11 @@ def _enhance(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _upload(body: Mapping[str, Any]) -> dict[str, Any]:
-    return {"taskType": current.ImageUpload.wire_name, "taskUUID": body["taskUUID"],
-            "image": body["imageBase64"]}  # fmt: skip
+    return {
+        "taskType": current.ImageUpload.wire_name,
+        "taskUUID": body["taskUUID"],
+        "image": body["imageBase64"],
+    }
 
 
 _TO_CURRENT: Final[Mapping[str, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
