@@ -4,6 +4,11 @@ Speaks just enough of the protocol for the throughput bench: ``newConnection`` g
 session, ``ping`` a pong, ``newTask`` one ``newImages`` frame with ``numberResults``
 images (the five legacy keys). No validation, no queue, no compression.
 
+It speaks the current Runware dialect too, to a socket whose frames are arrays: each
+array is answered at once with one ``{"data": [...]}`` frame holding the answer to every
+task in it (authentication, ping, and ``numberResults`` images for an imageInference,
+whatever its ``deliveryMethod``: the results are in the first frame, so no client polls).
+
 With ``--silent`` it answers no task: every task a client sends stays in flight, for the
 memory rows of ``bench/throughput.py``. ``{"count": {"atLeast": N}}`` is answered
 ``{"count": M}`` once M >= N tasks have arrived on all sockets together, so a bench knows
@@ -53,9 +58,31 @@ async def _handle(ws: ServerConnection) -> None:
         pass  # clients that leave without a close frame (the legacy SDK) are no error here
 
 
+def _current(tasks: list[dict[str, object]]) -> bytes:
+    items: list[dict[str, object]] = []
+    for task in tasks:
+        kind, task_uuid = task.get("taskType"), str(task.get("taskUUID"))
+        if kind == "imageInference":
+            count = task.get("numberResults", 1)
+            for i in range(count if isinstance(count, int) else 1):
+                image_uuid = task_uuid[:-4] + f"{i:04x}"
+                items.append({"taskType": kind, "taskUUID": task_uuid, "imageUUID": image_uuid,
+                              "imageURL": f"http://127.0.0.1/images/{image_uuid}.jpg",
+                              "cost": 0.0001})  # fmt: skip
+        elif kind == "authentication":
+            items.append({"taskType": kind, "connectionSessionUUID": str(uuid.uuid4())})
+        elif kind == "ping":
+            items.append({"taskType": kind, "pong": True})
+    return orjson.dumps({"data": items})
+
+
 async def _answer(ws: ServerConnection) -> None:
     async for data in ws:
         message = orjson.loads(data)
+        if isinstance(message, list):
+            if not _Mode.silent or not any(t.get("taskType") == "imageInference" for t in message):
+                await ws.send(_current(message), text=True)
+            continue
         if "newTask" in message:
             body = message["newTask"]
             if _Mode.silent:

@@ -6,8 +6,11 @@ CPU microseconds per task and the server's CPU microseconds per task for:
 - ``floor``: a minimal websockets + orjson client with a dict of futures (K lanes);
 - ``orch run``: the orchestrator, K lanes each awaiting ``orch.run(task)``;
 - ``orch map``: the orchestrator, ``orch.map(tasks, concurrency=K)``;
+- ``orch run rw``, ``orch map rw``: the same in the current Runware dialect
+  (``Config(dialect="runware")``, against the responder);
 - ``legacy``: the Runware SDK ``runware==0.1.5`` in its own virtual environment (K = 1,
-  64, 1,024 only, each run capped in time; calls unanswered at the cap count as timeouts).
+  64, 1,024 only, each run capped in time; calls unanswered at the cap count as timeouts);
+- ``runware-sdk``: the vendor's current SDK, 1.8, in the current dialect, the same way.
 
 They talk to a minimal responder in its own process (``bench/responder.py``: answers every
 task at once, so the client's cost is what is measured), then to the reference server
@@ -23,9 +26,12 @@ The verdict prints each target of the performance issue as a ratio measured in t
 client CPU per task at K = 1,024 at most 1.0x the floor's; latency p50 at K = 1 at most 1.1x
 the floor's; bytes per in-flight task at most 2x the floor's lanes; the reference server at
 least 0.8x the responder's tasks/s under the floor at K = 64 and 1,024, with p99 at 1,024
-under 150 ms; at least 10x the legacy SDK's tasks/s.
+under 150 ms; at least 10x the legacy SDK's tasks/s; in the current dialect, at least 3x
+runware-sdk's tasks/s at K = 1,024, for no more than 1.2x the client CPU per task of the
+legacy dialect.
 
 Run: python bench/throughput.py [--quick] [--repeats 3] [--soak 1000000] [--legacy-python PATH]
+[--runware-python PATH]
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -119,29 +126,36 @@ async def floor(url: str, total: int, in_flight: int) -> Run:
         return await _timed(total, latencies, lambda: _lanes(lane, in_flight), reading)
 
 
-def _config(in_flight: int) -> Config:
+def _config(in_flight: int, dialect: str) -> Config:
     # One socket, like the floor, and room for every lane on it.
     limit = max(in_flight, 1)
-    return Config(limits=Limits(in_flight=limit, per_connection=limit))
+    return Config(limits=Limits(in_flight=limit, per_connection=limit), dialect=dialect)
 
 
-async def orch_run(url: str, total: int, in_flight: int) -> Run:
+def _task(dialect: str, task_uuid: str | None = None) -> TextToImage:
+    # The floor's task; the current dialect has no cache, so no useCache to turn off.
+    if dialect == "runware":
+        return TextToImage(prompt="a red fox", task_uuid=task_uuid)
+    return TextToImage(prompt="a red fox", use_cache=False, task_uuid=task_uuid)
+
+
+async def orch_run(url: str, total: int, in_flight: int, dialect: str = "legacy") -> Run:
     """The orchestrator as a service uses it: K lanes awaiting ``orch.run``."""
     latencies: list[float] = []
-    async with Orchestrator(url, api_key=KEY, config=_config(in_flight)) as orch:
+    async with Orchestrator(url, api_key=KEY, config=_config(in_flight, dialect)) as orch:
         remaining = [total]
 
         async def lane() -> None:
             while remaining[0] > 0:
                 remaining[0] -= 1
                 started = time.perf_counter()
-                await orch.run(TextToImage(prompt="a red fox", use_cache=False))
+                await orch.run(_task(dialect))
                 latencies.append(time.perf_counter() - started)
 
         return await _timed(total, latencies, lambda: _lanes(lane, in_flight))
 
 
-async def orch_map(url: str, total: int, in_flight: int) -> Run:
+async def orch_map(url: str, total: int, in_flight: int, dialect: str = "legacy") -> Run:
     """The orchestrator as a bulk job uses it: ``orch.map`` with ``concurrency=K``."""
     latencies: list[float] = []
     started: dict[str, float] = {}
@@ -150,9 +164,9 @@ async def orch_map(url: str, total: int, in_flight: int) -> Run:
         for _ in range(total):
             task_uuid = str(uuid.uuid4())
             started[task_uuid] = time.perf_counter()
-            yield TextToImage(prompt="a red fox", use_cache=False, task_uuid=task_uuid)
+            yield _task(dialect, task_uuid)
 
-    async with Orchestrator(url, api_key=KEY, config=_config(in_flight)) as orch:
+    async with Orchestrator(url, api_key=KEY, config=_config(in_flight, dialect)) as orch:
 
         async def consume() -> None:
             async for result in orch.map(tasks(), concurrency=in_flight):
@@ -179,14 +193,15 @@ async def _timed(
     return Run(total, elapsed, cpu, latencies)
 
 
-def legacy(python: str, url: str, in_flight: int, cap: float) -> Run:
-    """The legacy SDK in its own interpreter (its CPU is measured there)."""
-    command = [python, str(ROOT / "bench" / "legacy_driver.py"), url, KEY, str(in_flight)]
+def sdk(driver: str, python: str, url: str, in_flight: int, cap: float) -> Run:
+    """An SDK (``legacy_driver.py``, ``runware_driver.py``) in its own interpreter (its CPU
+    is measured there)."""
+    command = [python, str(ROOT / "bench" / driver), url, KEY, str(in_flight)]
     done = subprocess.run(
         [*command, str(cap)], capture_output=True, text=True, timeout=cap + 120, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip() or "legacy driver failed")
+        raise RuntimeError(done.stderr.strip() or f"{driver} failed")
     out = json.loads(done.stdout)
     return Run(out["done"], out["elapsed"], out["cpu"], out["latencies"], out["timeouts"])
 
@@ -249,10 +264,10 @@ def median_run(runs: list[Run]) -> Run:
 
 
 def row(server_kind: str, client: str, k: int, run: Run) -> str:
-    timeouts = f"{run.timeouts:>8}" if client == "legacy" else f"{'':>8}"
+    timeouts = f"{run.timeouts:>8}" if client in SDKS else f"{'':>8}"
     server_cpu = f"{run.server_cpu_us:>8.1f}" if run.server_cpu else f"{'':>8}"
     return (
-        f"{server_kind:<10} {client:<9} {k:>6} {run.tasks:>7} {run.rate:>9.0f} "
+        f"{server_kind:<10} {client:<11} {k:>6} {run.tasks:>7} {run.rate:>9.0f} "
         f"{run.percentile(0.5):>8.1f} {run.percentile(0.99):>8.1f} {run.cpu_us:>8.1f}"
         f"{server_cpu}{timeouts}"
     )
@@ -267,6 +282,14 @@ CLIENTS: dict[str, Callable[[str, int, int], Awaitable[Run]]] = {
     "floor": floor,
     "orch run": orch_run,
     "orch map": orch_map,
+    # The current Runware dialect (against the responder only):
+    "orch run rw": partial(orch_run, dialect="runware"),
+    "orch map rw": partial(orch_map, dialect="runware"),
+}
+#: The SDKs, each in its own environment: (driver, the option naming its interpreter).
+SDKS: dict[str, tuple[str, str]] = {
+    "legacy": ("legacy_driver.py", "legacy_python"),
+    "runware-sdk": ("runware_driver.py", "runware_python"),
 }
 Summary = dict[tuple[str, str], Run]
 
@@ -280,22 +303,25 @@ def measure(srv: Server, name: str, total: int, k: int) -> Run:
 
 
 def throughput(args: argparse.Namespace, scale: float, repeats: int, summary: Summary) -> None:
-    header = f"{'server':<10} {'client':<9} {'K':>6} {'tasks':>7} {'tasks/s':>9} "
+    header = f"{'server':<10} {'client':<11} {'K':>6} {'tasks':>7} {'tasks/s':>9} "
     print(header + f"{'p50 ms':>8} {'p99 ms':>8} {'cpu us':>8} {'srv us':>8} {'timeouts':>8}")
     for server_kind in ("responder", "reference"):
         with server(server_kind) as srv:
+            names = [n for n in CLIENTS if server_kind == "responder" or not n.endswith(" rw")]
             for k in (1, 64, 1024, 10_000):
-                runs: dict[str, list[Run]] = {name: [] for name in CLIENTS}
+                runs: dict[str, list[Run]] = {name: [] for name in names}
                 for _ in range(repeats):  # interleaved: each client once per repeat
-                    for name in CLIENTS:
+                    for name in names:
                         runs[name].append(measure(srv, name, totals(k, scale), k))
-                for name in CLIENTS:
+                for name in names:
                     summary[(server_kind, f"{name}@{k}")] = run = median_run(runs[name])
                     print(row(server_kind, name, k, run), flush=True)
-                if args.has_legacy and k <= 1024:
-                    run = legacy(args.legacy_python, srv.url, k, args.legacy_cap)
-                    summary[(server_kind, f"legacy@{k}")] = run
-                    print(row(server_kind, "legacy", k, run), flush=True)
+                for name, (driver, option) in SDKS.items():
+                    if k <= 1024 and name in args.sdks:
+                        python = getattr(args, option)
+                        run = sdk(driver, python, srv.url, k, args.sdk_cap)
+                        summary[(server_kind, f"{name}@{k}")] = run
+                        print(row(server_kind, name, k, run), flush=True)
 
 
 def memory_rows(counts: tuple[int, ...]) -> dict[tuple[str, int], float]:
@@ -317,15 +343,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--soak", type=int, metavar="N", help="also run N tasks, print RSS")
     parser.add_argument("--legacy-python", default=str(ROOT / ".legacy-venv" / "bin" / "python"))
-    parser.add_argument("--legacy-cap", type=float, default=10.0, help="seconds per legacy run")
+    parser.add_argument("--runware-python", default=str(ROOT / ".runware-venv" / "bin" / "python"))
+    parser.add_argument("--sdk-cap", type=float, default=10.0, help="seconds per SDK run")
     args = parser.parse_args()
     scale, repeats = (0.2, 1) if args.quick else (1.0, args.repeats)
-    args.has_legacy = Path(args.legacy_python).exists()
+    args.sdks = {n for n, (_, option) in SDKS.items() if Path(getattr(args, option)).exists()}
     _pin(os.getpid(), 0)
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}; client on core 0,")
-    print(
-        f"server on core 1; median of {repeats} interleaved run(s); legacy SDK: {args.has_legacy}"
-    )
+    print(f"server on core 1; median of {repeats} interleaved run(s); SDKs: {sorted(args.sdks)}")
     print()
     summary: Summary = {}
     throughput(args, scale, repeats, summary)
@@ -338,7 +363,7 @@ def main() -> None:
         with server("responder") as srv:
             series = asyncio.run(soak(srv.url, args.soak))
     print()
-    verdict(summary, held, series, args.has_legacy)
+    verdict(summary, held, series, args.sdks)
 
 
 def _line(text: str, ratio: float, target: float, at_most: bool = True) -> None:
@@ -351,7 +376,7 @@ def verdict(
     summary: Summary,
     held: dict[tuple[str, int], float],
     series: list[tuple[int, float, float]] | None,
-    has_legacy: bool,
+    sdks: set[str],
 ) -> None:
     """Print each target as a ratio measured in this run."""
     floor_1024 = summary[("responder", "floor@1024")]
@@ -362,9 +387,15 @@ def verdict(
         one = summary[("responder", f"{name}@1")]
         p50 = one.percentile(0.5) / floor_1.percentile(0.5)
         _line(f"{name} @1: latency p50, x the floor's", p50, 1.1)
-        if has_legacy:
+        if "legacy" in sdks:
             speedup = run.rate / max(summary[("responder", "legacy@1024")].rate, 1e-9)
             _line(f"{name} @1024: tasks/s, x the legacy SDK's", speedup, 10, at_most=False)
+        current = summary[("responder", f"{name} rw@1024")]
+        ratio = current.cpu_us / run.cpu_us
+        _line(f"{name} rw @1024: CPU/task, x the legacy dialect's", ratio, 1.2)
+        if "runware-sdk" in sdks:
+            speedup = current.rate / max(summary[("responder", "runware-sdk@1024")].rate, 1e-9)
+            _line(f"{name} rw @1024: tasks/s, x runware-sdk's", speedup, 3, at_most=False)
     for (shape, n), per_task in held.items():
         if shape.startswith("orch"):
             ratio = per_task / held[("floor lanes", n)]

@@ -489,3 +489,41 @@ def test_tasks_wait_for_the_session_to_open() -> None:
     session = RunwareSession("key")
     with pytest.raises(InvalidState):
         send(session)
+
+
+# -- the fast path -------------------------------------------------------------------------
+
+_VARIANTS: list[dict[str, Any]] = [
+    {},
+    {"NSFWContent": True, "seed": 5, "imageBase64Data": "QUJD"},
+    {"taskType": "upscale"},
+    {"taskType": "removeBackground", "cost": 0},
+    {"status": "success"},  # a key the path does not take: the full decoder reads it
+    {"imageURL": None, "imageDataURI": "data:image/png;base64,QUJD"},
+    {"seed": 2**69},
+    {"seed": 0},
+    {"cost": "free"},
+    {"NSFWContent": "yes"},
+    {"taskType": "caption"},
+    {"imageUUID": 7},
+    {"extra": 1},
+]
+
+
+@pytest.mark.parametrize("variant", _VARIANTS, ids=[str(sorted(v)) for v in _VARIANTS])
+def test_the_fast_path_reads_what_the_full_decoder_reads(variant: dict[str, Any]) -> None:
+    from protocol.codec import parse
+    from protocol.runware.fastpath import read_images
+    from protocol.runware.results import results_of
+
+    task = tid()
+    item = {k: v for k, v in {**image_item(task), **variant}.items() if v is not None}
+    frame = json.dumps({"data": [image_item(tid()), item]})
+    fast = read_images(parse(frame))
+    try:
+        full = [results_of(i) for i in decode_from_server(frame)]
+    except RemoteProtocolError:
+        assert fast is None  # what the full decoder refuses, the fast path does not take
+        return
+    if fast is not None:
+        assert [i.model_dump() for i in fast] == [i.model_dump() for i in full if i is not None]

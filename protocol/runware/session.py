@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 
-from ..codec import PreparedTask, dumps, exact_loads, kept, loads, prepare
+from ..codec import PreparedTask, dumps, exact_loads, kept, loads, parse, prepare
 from ..errors import RemoteProtocolError
 from ..messages import (
     Image,
@@ -43,6 +43,7 @@ from ..messages import (
 from ..session import Event, FrameRejected, PongReceived, Session, SessionState
 from . import messages as m
 from .codec import decode_from_server
+from .fastpath import read_images
 from .results import failure_of, results_of
 from .translate import task_of
 
@@ -66,7 +67,9 @@ def current_task(prepared: PreparedTask) -> PreparedTask:
     if isinstance(next(iter(frame.values())).get("seed"), float):  # past 64 bits: orjson
         frame = exact_loads(prepared.frame)  # read it as a float, the stdlib keeps it exact
     task = task_of(frame)
-    return prepared._replace(frame=kept(dumps([task])))
+    return PreparedTask(
+        prepared.task_uuid, kept(dumps([task])), prepared.expects, prepared.expected
+    )
 
 
 class RunwareSession(Session):
@@ -126,6 +129,10 @@ class RunwareSession(Session):
     def receive(self, data: bytes | str) -> list[Event]:
         self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="receive")
         try:
+            obj = parse(data)
+            images = read_images(obj)  # the hot path: a frame of image items
+            if images is not None:
+                return self._on_images(m.ImageInference.wire_name, images, None)
             decoded = decode_from_server(data)
         except RemoteProtocolError as exc:
             return [FrameRejected(exc)]

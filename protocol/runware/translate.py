@@ -123,6 +123,7 @@ _ENHANCE_NAMES: Final = {
 _UPLOAD_NAMES: Final = {"taskUUID": "taskUUID", "imageBase64": "image"}
 
 #: Legacy fields the current dialect cannot say, and why.
+_DEFAULT_AIR: Final = air_for(DEFAULT_MODEL_ID)
 _NO_COUNTERPART: Final = {
     "styleId": "the current dialect has no style presets",
     "promptLanguageId": "the current dialect takes prompts in English only",
@@ -154,26 +155,47 @@ def _refuse_missing(body: Mapping[str, Any]) -> None:
             raise LocalProtocolError("cannot send this task in the current dialect", (error,))
 
 
+# Legacy fields of a generation whose values the current dialect takes as they are, by
+# their current names; the others are converted one by one (_convert), or refused.
+_COPIES: Final = {
+    legacy: _INFERENCE_NAMES[legacy]
+    for legacy in ("numberResults", "width", "height", *_INFERENCE_COPIED)
+}
+_PLAIN: Final = frozenset({*_COPIES, "taskUUID", "taskType", "promptText"})
+_DEFAULT_SIZE: Final = size_for(1)
+
+
 def _inference(body: Mapping[str, Any]) -> dict[str, Any]:
-    _refuse_missing(body)
+    # One pass over the fields a plain text-to-image has; the rest only when present.
     positive, negative = split_negative_prompt(body["promptText"])
-    width, height = (
-        (body["width"], body["height"]) if "width" in body else size_for(body.get("sizeId", 1))
-    )
+    width, height = _DEFAULT_SIZE
     task: dict[str, Any] = {
         "taskType": current.ImageInference.wire_name,
         "taskUUID": body["taskUUID"],
         "positivePrompt": positive,
-        "model": air_for(body.get("modelId", DEFAULT_MODEL_ID)),
+        "model": _DEFAULT_AIR,
         "width": width,
         "height": height,
-        "numberResults": body.get("numberResults", 1),
+        "numberResults": 1,
     }
     if negative is not None:
         task["negativePrompt"] = negative
-    for legacy in _INFERENCE_COPIED:
-        if legacy in body:
-            task[_INFERENCE_NAMES[legacy]] = body[legacy]
+    copies = _COPIES
+    for key, value in body.items():
+        name = copies.get(key)
+        if name is not None:
+            task[name] = value
+    if body.keys() - _PLAIN:
+        _convert(body, task)
+    return task
+
+
+def _convert(body: Mapping[str, Any], task: dict[str, Any]) -> None:
+    _refuse_missing(body)
+    if "modelId" in body:
+        task["model"] = air_for(body["modelId"])
+    if "sizeId" in body:
+        task["width"], task["height"] = size_for(body["sizeId"])
     if "schedulerId" in body:
         task["scheduler"] = scheduler_for(body["schedulerId"])
     if body.get("usePromptWeighting"):
@@ -186,7 +208,6 @@ def _inference(body: Mapping[str, Any]) -> dict[str, Any]:
         ]
     if "controlNet" in body:
         task["controlNet"] = [_guide_of(guide) for guide in body["controlNet"]]
-    return task
 
 
 def _guide_of(guide: Mapping[str, Any]) -> dict[str, Any]:
