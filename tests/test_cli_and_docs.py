@@ -247,3 +247,20 @@ def test_help_shows_every_option_with_its_default_and_no_markup(
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
     assert "(default: 8765)" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(120)
+def test_the_current_dialect_example_runs_both_ways_on_the_embedded_server() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "current_dialect.py")],
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=True,
+    )
+    lines = done.stdout.splitlines()
+    images = [line for line in lines if line.startswith("image ")]
+    assert len(images) == 2 and "seed=7" in images[0] and "seed=8" in images[1]
+    assert any(line.startswith("upscaled http://127.0.0.1:") for line in lines)
+    prompts = [line for line in lines if line.startswith("prompt a cat")]
+    assert len(set(prompts)) == 2
