@@ -527,3 +527,21 @@ def test_the_fast_path_reads_what_the_full_decoder_reads(variant: dict[str, Any]
         return
     if fast is not None:
         assert [i.model_dump() for i in fast] == [i.model_dump() for i in full if i is not None]
+
+
+def test_a_task_the_server_holds_already_is_asked_for_not_failed_nor_paid_twice() -> None:
+    session = open_session()
+    task, _ = send(session, n=2)
+    assert json.loads(session.send_ping()) == [{"taskType": "ping", "ping": True}]
+    conflict = {"errors": [{"code": "conflictTaskUUID", "message": "exists", "taskUUID": task}]}
+    assert session.receive(json.dumps(conflict)) == []
+    assert session.outstanding() == [task]
+    ping, ask = json.loads(session.send_ping())  # each heartbeat asks until it is complete
+    assert ask == {"taskType": "getResponse", "taskUUID": task} and ping["taskType"] == "ping"
+    session.receive(data({"taskType": "imageInference", "taskUUID": task, "status": "processing"}))
+    first = image_item(task)
+    session.receive(data(first))
+    assert len(json.loads(session.send_ping())) == 2
+    events = session.receive(data(first, image_item(task)))  # the answer: all so far
+    assert [type(e) for e in events] == [ImageReceived, TaskCompleted]
+    assert json.loads(session.send_ping()) == [{"taskType": "ping", "ping": True}]

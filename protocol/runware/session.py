@@ -23,6 +23,10 @@ bytes differ:
   several tasks per frame, and feeds what they carry to the shared result handling as
   legacy results. Acknowledgements and status items carry nothing and are skipped.
 - ``cancel_task`` stops tracking the task; the current dialect has no cancel message.
+- A task sent again after a resume that the server says it holds already
+  (``conflictTaskUUID``: it runs there, from the socket that was lost) is not failed, nor
+  sent a third time: its results are asked for with ``getResponse``, carried by each
+  heartbeat until they are all in. Only such tasks are ever polled.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ __all__ = ["PACK_BYTES", "RunwareSession", "current_task"]
 #: (a frame of one large task may be more).
 PACK_BYTES: Final = 1 << 20
 _PING: Final = dumps([{"taskType": m.Ping.wire_name, "ping": True}])
+#: The error code of a task sent again with a taskUUID the server already holds.
+CONFLICT: Final = "conflictTaskUUID"
 
 
 def current_task(prepared: PreparedTask) -> PreparedTask:
@@ -84,6 +90,7 @@ class RunwareSession(Session):
 
     def __init__(self, api_key: str, *, session_uuid: str | None = None, **_: Any) -> None:
         super().__init__(api_key, session_uuid=session_uuid)
+        self._asking: set[str] = set()  # tasks the server already holds: getResponse
 
     def send_connect(self) -> bytes:
         self._expect(SessionState.IDLE, SessionState.DISCONNECTED, doing="connect")
@@ -102,8 +109,14 @@ class RunwareSession(Session):
         return super().send_task(current_task(prepared), delivered=delivered)
 
     def send_ping(self) -> bytes:
+        """The heartbeat, with a ``getResponse`` for each task the server said it holds
+        already (``conflictTaskUUID``: sent before a disconnect, and not delivered here)."""
         self._expect(SessionState.AUTHENTICATING, SessionState.OPEN, doing="ping")
-        return _PING
+        self._asking &= self._pending.keys()
+        if not self._asking or self._state is not SessionState.OPEN:
+            return _PING
+        asks = [{"taskType": m.GetResponse.wire_name, "taskUUID": t} for t in self._asking]
+        return dumps([{"taskType": m.Ping.wire_name, "ping": True}, *asks])
 
     def cancel_task(self, task_uuid: str) -> bytes | None:
         self._pending.pop(task_uuid, None)
@@ -143,6 +156,9 @@ class RunwareSession(Session):
 
     def _on_item(self, item: m.ResultItem | m.ErrorItem) -> list[Event]:
         if isinstance(item, m.ErrorItem):
+            if item.code == CONFLICT and item.task_uuid in self._pending:
+                self._asking.add(item.task_uuid)  # it runs there already: ask, never pay twice
+                return []
             return self._on_error(failure_of(item))
         if isinstance(item, m.AuthenticationResult):
             reply = NewConnectionSessionUUID.model_construct(
