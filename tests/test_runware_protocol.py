@@ -195,6 +195,7 @@ def test_one_bad_task_does_not_spoil_the_others_in_its_frame() -> None:
     assert isinstance(missing, Refused) and missing.task_uuid == "t1"
     assert [e.field for e in missing.error.errors] == ["positivePrompt"]
     assert isinstance(unknown, Refused) and "dance" in unknown.error.message
+    assert unknown.task_type is None
     assert isinstance(not_object, Refused)
 
 

@@ -166,7 +166,7 @@ def _refuse(conn: Connection, refused: Refused) -> None:
     first = error.errors[0] if error.errors else None
     message = "; ".join(str(e) for e in error.errors) or error.message
     parameter: str | None
-    if refused.task_type is None or "is not one of" in error.message:
+    if refused.task_type is None:
         code, parameter = current_code(ErrorId.UNKNOWN_TASK_TYPE), "taskType"
     else:  # a field of a known task
         parameter = first.field if first is not None and first.field else None

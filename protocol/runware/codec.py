@@ -65,7 +65,8 @@ _MAX_ITEMS: Final = 10_000  # a hostile frame's array is refused by its length f
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A task of a client's frame that does not decode: why, and what it claims to be."""
+    """A task of a client's frame that does not decode: why, the taskUUID it claims, and
+    its task type (``None`` when that is what is wrong: unknown or missing)."""
 
     error: RemoteProtocolError
     task_uuid: str | None
@@ -147,7 +148,7 @@ def _task(obj: Any, index: int, data: bytes | str) -> m.Task | Refused:
     if cls is None:
         known = ", ".join(_TASKS)
         error = RemoteProtocolError(f"taskType {task_type!r} is not one of {known}")
-        return Refused(error, task_uuid, task_type if isinstance(task_type, str) else None)
+        return Refused(error, task_uuid, None)
     try:
         return _validated(cls, obj, index, data, lambda exact: exact[index])
     except RemoteProtocolError as exc:

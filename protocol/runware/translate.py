@@ -122,8 +122,8 @@ _ENHANCE_NAMES: Final = {
 }
 _UPLOAD_NAMES: Final = {"taskUUID": "taskUUID", "imageBase64": "image"}
 
-#: Legacy fields the current dialect cannot say, and why.
 _DEFAULT_AIR: Final = air_for(DEFAULT_MODEL_ID)
+#: Legacy fields the current dialect cannot say, and why.
 _NO_COUNTERPART: Final = {
     "styleId": "the current dialect has no style presets",
     "promptLanguageId": "the current dialect takes prompts in English only",
@@ -245,11 +245,11 @@ def _one_image(task_type: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
 
 def _preprocess(body: Mapping[str, Any]) -> dict[str, Any]:
     task: dict[str, Any] = {"taskType": current.ControlNetPreprocess.wire_name}
-    for legacy, current_name in _PREPROCESS_NAMES.items():
-        if legacy in body and legacy not in ("guideImageUUID", "guideImageUrl"):
-            task[current_name] = body[legacy]
+    for legacy in _dump_names(_PREPROCESS_NAMES):
+        if legacy in body:
+            task[legacy] = body[legacy]
     task["inputs"] = {"image": body.get("guideImageUUID") or body.get("guideImageUrl")}
-    if task.pop("outputType", False):
+    if body.get("returnBase64Image"):
         task["outputType"] = "base64Data"
     return task
 
@@ -411,7 +411,6 @@ def _legacy_guide(guide: current.ControlNetGuide, index: int) -> dict[str, Any]:
 
 def _preprocess_body(task: current.ControlNetPreprocess) -> dict[str, Any]:
     body = _dump(task, _PREPROCESS_NAMES)
-    body.pop("returnBase64Image", None)
     image = _image(task)
     is_url = isinstance(image, str) and image.startswith(("http://", "https://"))
     body["guideImageUrl" if is_url else "guideImageUUID"] = image
@@ -425,9 +424,13 @@ def _dump(
     # The fields whose values are the same in both dialects (by default: those of the same
     # name), as set, under their legacy names.
     given = task.model_dump(by_alias=True, exclude_unset=True)
-    if copied is None:
-        copied = tuple(legacy for legacy, name in names.items() if legacy == name)
-    return {legacy: given[names[legacy]] for legacy in copied if names[legacy] in given}
+    names_copied = _dump_names(names) if copied is None else copied
+    return {legacy: given[names[legacy]] for legacy in names_copied if names[legacy] in given}
+
+
+def _dump_names(names: Mapping[str, str]) -> tuple[str, ...]:
+    # The fields of the same name and value in both dialects.
+    return tuple(legacy for legacy, name in names.items() if legacy == name)
 
 
 def _renamed(error: FieldError, names: Mapping[str, str]) -> FieldError:
