@@ -44,6 +44,7 @@ from .results import (
 )
 from .specs import (
     ControlNetImage,
+    CurrentTask,
     EnhancePrompt,
     GenerationOptions,
     ImageToImage,
@@ -102,6 +103,7 @@ __all__ = [
     "ImageToText",
     "Inpaint",
     "PreprocessControlNet",
+    "CurrentTask",
     "PreprocessOptions",
     "Progress",
     "RemoveBackground",

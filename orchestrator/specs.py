@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import base64
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypedDict
@@ -49,7 +49,8 @@ from protocol.messages import (
     UpscaleGanRequest,
     join_negative_prompt,
 )
-from protocol.requests import image_uuids, upload_endpoint
+from protocol.requests import image_uuids, is_uuid, upload_endpoint
+from protocol.runware.session import prepare_current
 from protocol.tables import (
     SEED_MAX,
     SEED_MIN,
@@ -428,6 +429,28 @@ class PreprocessControlNet(TaskSpec):
     def image_refs(self) -> tuple[str, ...]:
         """The guide image, when given by imageUUID."""
         return (self.guide_image_uuid,) if self.guide_image_uuid else ()
+
+
+@dataclass(slots=True, kw_only=True)
+class CurrentTask(TaskSpec):
+    """A task written in the current Runware dialect and sent as written (its taskUUID
+    aside), for what the other specs do not say: ``CurrentTask(task={"taskType":
+    "imageInference", "positivePrompt": ..., "model": ..., "outputFormat": "PNG", "vae":
+    ...})``. Only for endpoints that speak that dialect (``Config(dialect="runware")``);
+    fields this package knows are checked before sending, the rest the server judges."""
+
+    task: Mapping[str, Any]
+
+    def prepare(self, task_uuid: str) -> PreparedTask:
+        """Encode the task as written, for ``task_uuid``."""
+        return prepare_current(self.task, task_uuid)
+
+    def image_refs(self) -> tuple[str, ...]:
+        """The images it names by imageUUID (so it runs where they are)."""
+        inputs = self.task.get("inputs")
+        named = [self.task.get(k) for k in ("seedImage", "maskImage", "inputImage")]
+        named.append(inputs.get("image") if isinstance(inputs, Mapping) else None)
+        return tuple(v for v in named if isinstance(v, str) and is_uuid(v))
 
 
 class PreprocessOptions(TypedDict, total=False):

@@ -15,13 +15,18 @@ from types import MappingProxyType
 from typing import Final
 
 from .codec import PreparedTask
+from .errors import FieldError, LocalProtocolError
 from .runware.session import RunwareSession, current_task
 from .session import Session
 
 __all__ = ["DEFAULT_DIALECT", "DIALECTS", "Dialect"]
 
 
-def _as_is(prepared: PreparedTask) -> PreparedTask:
+def _legacy(prepared: PreparedTask) -> PreparedTask:
+    if prepared.frame[:1] == b"[":  # written in the current dialect (a raw current task)
+        rule = "is a task of the current Runware dialect: only for endpoints that speak it"
+        error = FieldError("taskType", "", None, rule)
+        raise LocalProtocolError("cannot send this task to a legacy endpoint", (error,))
     return prepared
 
 
@@ -37,7 +42,7 @@ class Dialect:
 #: Every dialect, by the name ``Config(dialect=...)`` takes.
 DIALECTS: Final[Mapping[str, Dialect]] = MappingProxyType(
     {
-        "legacy": Dialect("legacy", Session, _as_is),
+        "legacy": Dialect("legacy", Session, _legacy),
         "runware": Dialect("runware", RunwareSession, current_task),
     }
 )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .messages import (
+    _UUID,
     ClientMessage,
     NewConnection,
     NewImageUpload,
@@ -24,6 +25,7 @@ from .messages import (
 
 __all__ = [
     "ImageReference",
+    "is_uuid",
     "image_references",
     "image_uuids",
     "prompt_of",
@@ -115,3 +117,8 @@ def upload_url(template: str, *, task_uuid: str, image_uuid: str, index: int, ex
 def task_uuid_of(message: ClientMessage) -> str | None:
     """The taskUUID a client message names (a task request or a cancel), if any."""
     return None if isinstance(message, NewConnection | Ping) else message.task_uuid
+
+
+def is_uuid(value: str) -> bool:
+    """Whether ``value`` is shaped as an imageUUID (rather than a URL or image data)."""
+    return _UUID.fullmatch(value) is not None

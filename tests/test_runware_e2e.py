@@ -19,6 +19,7 @@ from test_orchestrator_e2e import assert_each_image_once
 from orchestrator import (
     AuthenticationError,
     Config,
+    CurrentTask,
     LocalProtocolError,
     Orchestrator,
     TaskError,
@@ -62,9 +63,12 @@ async def test_every_task_type_does_its_job_in_either_dialect(dialect: str) -> N
         await orch.inpaint("a cat", uploaded, mask, seed=2)
         guide = await orch.controlnet_preprocess("canny", guide_image_uuid=uploaded)
         control = ControlNet(
-            preprocessor="canny", weight=0.8, start_step=0, end_step=10,
+            preprocessor="canny",
+            weight=0.8,
+            start_step=0,
+            end_step=10,
             guide_image_uuid=guide.image.image_uuid,
-        )  # fmt: skip
+        )
         await orch.controlnet("a lighthouse", [control], model="13", steps=10)
         bigger = await orch.upscale(made.images[0].image_uuid, 2)
         assert (await pixels(bigger.image.url)).shape[:2] == (1024, 1536)
@@ -181,3 +185,28 @@ async def test_endpoints_of_both_dialects_share_the_work() -> None:
             assert {r.endpoint for r in results} == {old.url, new.url}
             with pytest.raises(LocalProtocolError, match="styleId"):
                 await orch.submit(TextToImage(prompt="a fox", style=2))
+
+
+async def test_a_task_written_in_the_current_dialect_goes_as_written() -> None:
+    sdxl = {"model": "civitai:101055@128078", "width": 512, "height": 512}
+    task = {"taskType": "imageInference", "positivePrompt": "a fox", "numberResults": 2, **sdxl}
+    async with running(FixedBackend()) as server:
+        config = Config(dialect="runware")
+        async with Orchestrator(server.url, api_key=KEY, config=config) as orch:
+            result = await orch.run(CurrentTask(task=task))
+            assert len({i.image_uuid for i in result.images}) == 2
+            words = await orch.run(
+                CurrentTask(
+                    task={"taskType": "promptEnhance", "prompt": "a cat", "promptVersions": 2}
+                )
+            )
+            assert len(words.texts) == 2
+            with pytest.raises(TaskError, match="vae"):  # our server judges what we do not know
+                await orch.run(CurrentTask(task={**task, "vae": "civitai:1@1"}))
+            with pytest.raises(LocalProtocolError, match="numberResults"):
+                await orch.submit(CurrentTask(task={**task, "numberResults": "two"}))
+            with pytest.raises(LocalProtocolError, match="taskType"):
+                await orch.submit(CurrentTask(task={**task, "taskType": "videoInference"}))
+        async with Orchestrator(server.url, api_key=KEY) as orch:  # the legacy dialect
+            with pytest.raises(LocalProtocolError, match="current Runware dialect"):
+                await orch.submit(CurrentTask(task=task))

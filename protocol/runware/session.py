@@ -31,11 +31,25 @@ bytes differ:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
-from ..codec import PreparedTask, dumps, exact_loads, kept, loads, parse, prepare
-from ..errors import RemoteProtocolError
+from pydantic import ValidationError
+
+from ..codec import (
+    IMAGES,
+    PREPROCESS,
+    TEXTS,
+    UPLOAD,
+    PreparedTask,
+    dumps,
+    exact_loads,
+    kept,
+    loads,
+    parse,
+    prepare,
+)
+from ..errors import FieldError, LocalProtocolError, RemoteProtocolError
 from ..messages import (
     Image,
     NewConnectionSessionUUID,
@@ -45,13 +59,14 @@ from ..messages import (
     Text,
 )
 from ..session import Event, FrameRejected, PongReceived, Session, SessionState
+from ..validation import field_errors
 from . import messages as m
-from .codec import decode_from_server
+from .codec import decode_from_server, task_class
 from .fastpath import read_images
 from .results import failure_of, results_of
 from .translate import task_of
 
-__all__ = ["PACK_BYTES", "RunwareSession", "current_task"]
+__all__ = ["PACK_BYTES", "RunwareSession", "current_task", "prepare_current"]
 
 #: Tasks joined into one frame by :meth:`RunwareSession.pack`, up to about this many bytes
 #: (a frame of one large task may be more).
@@ -76,6 +91,52 @@ def current_task(prepared: PreparedTask) -> PreparedTask:
     return PreparedTask(
         prepared.task_uuid, kept(dumps([task])), prepared.expects, prepared.expected
     )
+
+
+# What completes a task of each current type that makes results, and which field says how
+# many (the count is 1 when it says nothing).
+_COMPLETES: Final = {
+    m.ImageInference.wire_name: (IMAGES, "numberResults"),
+    m.Upscale.wire_name: (IMAGES, None),
+    m.RemoveBackground.wire_name: (IMAGES, None),
+    m.Caption.wire_name: (TEXTS, None),
+    m.PromptEnhance.wire_name: (TEXTS, "promptVersions"),
+    m.ImageUpload.wire_name: (UPLOAD, None),
+    m.ControlNetPreprocess.wire_name: (PREPROCESS, None),
+}
+
+
+def prepare_current(task: Mapping[str, Any], task_uuid: str) -> PreparedTask:
+    """A task written in the current dialect, encoded as it is, for what the specs do not
+    say (a live service's ``outputFormat``, ``vae``, ``refiner``, ...). The fields this
+    package knows are checked as :mod:`.messages` types them; the others go as written,
+    for the server to judge. ``deliveryMethod`` defaults to ``sync``.
+
+    Raises:
+        LocalProtocolError: the task type makes no results here, or a known field is wrong.
+    """
+    name = task.get("taskType")
+    cls = task_class(name)
+    if cls is None or cls.wire_name not in _COMPLETES:
+        rule = f"must be one of {', '.join(_COMPLETES)} (or an older name of one)"
+        raise LocalProtocolError("invalid task", (FieldError("taskType", "", name, rule),))
+    body = {"deliveryMethod": "sync", **task, "taskType": name, "taskUUID": task_uuid}
+    known = {k: v for k, v in body.items() if k in _aliases(cls)}
+    try:
+        checked = cls.model_validate(known)
+    except ValidationError as exc:
+        raise LocalProtocolError(f"invalid {cls.wire_name}", field_errors(exc)) from None
+    expects, count_field = _COMPLETES[cls.wire_name]
+    count = getattr(checked, _python_name(cls, count_field), 1) if count_field else 1
+    return PreparedTask(task_uuid, kept(dumps([body])), expects, count or 1)
+
+
+def _aliases(cls: type[m.Task]) -> set[str]:
+    return {info.alias or name for name, info in cls.model_fields.items()}
+
+
+def _python_name(cls: type[m.Task], alias: str) -> str:
+    return next(name for name, info in cls.model_fields.items() if info.alias == alias)
 
 
 class RunwareSession(Session):
