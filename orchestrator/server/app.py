@@ -289,8 +289,8 @@ class ReferenceServer:
         # Decided synchronously as the frame is parsed; only a task with an uploadEndpoint
         # returns something to await (resolving its host), and the frames after it wait.
         if conn.dialect is None:  # the first frame says which dialect the socket speaks
-            conn.dialect = "current" if is_current(frame) else "legacy"
-            if conn.dialect == "current":
+            conn.dialect = "runware" if is_current(frame) else "legacy"
+            if conn.dialect == "runware":
                 conn.translate = to_current
         if conn.translate is not None:
             if conn.authenticated and self._too_big(conn, frame, b'"imageUpload"' in frame):

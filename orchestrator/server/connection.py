@@ -65,7 +65,7 @@ class Connection:
         self.overflowed = False
         self.on_lost: Callable[[str], None] = _ignore
         self.on_congested: Callable[[bool], None] = lambda congested: None
-        # The socket's dialect: None until its first frame; then, for the current dialect,
+        # The socket's dialect (legacy, runware): None until its first frame; for runware,
         # what turns each frame the server sends into that dialect (None: it has none).
         self.dialect: str | None = None
         self.translate: Callable[[bytes], bytes | None] | None = None
