@@ -71,6 +71,7 @@ __all__ = ["PACK_BYTES", "RunwareSession", "current_task", "prepare_current"]
 #: Tasks joined into one frame by :meth:`RunwareSession.pack`, up to about this many bytes
 #: (a frame of one large task may be more).
 PACK_BYTES: Final = 1 << 20
+_ARRAY: Final = ord("[")
 _PING: Final = dumps([{"taskType": m.Ping.wire_name, "ping": True}])
 #: The error code of a task sent again with a taskUUID the server already holds.
 CONFLICT: Final = "conflictTaskUUID"
@@ -82,15 +83,16 @@ def current_task(prepared: PreparedTask) -> PreparedTask:
     Raises:
         LocalProtocolError: the task says something the current dialect cannot.
     """
-    if prepared.frame[:1] == b"[":
+    data = prepared.frame
+    if data[0] == _ARRAY:
         return prepared
-    frame = loads(prepared.frame)
-    if isinstance(next(iter(frame.values())).get("seed"), float):  # past 64 bits: orjson
-        frame = exact_loads(prepared.frame)  # read it as a float, the stdlib keeps it exact
+    frame = loads(data)
+    if type(next(iter(frame.values())).get("seed")) is float:  # past 64 bits: orjson read
+        frame = exact_loads(data)  # it as a float; the standard library keeps it exact
     task = task_of(frame)
-    return PreparedTask(
-        prepared.task_uuid, kept(dumps([task])), prepared.expects, prepared.expected
-    )
+    # Joined, the frame is a bytes object of its exact size (orjson's own has slack).
+    encoded = b"[" + dumps(task) + b"]"
+    return PreparedTask(prepared.task_uuid, encoded, prepared.expects, prepared.expected)
 
 
 # What completes a task of each current type that makes results, and which field says how

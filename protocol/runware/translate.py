@@ -180,12 +180,14 @@ def _inference(body: Mapping[str, Any]) -> dict[str, Any]:
     }
     if negative is not None:
         task["negativePrompt"] = negative
-    copies = _COPIES
+    copies, plain, converted = _COPIES, _PLAIN, False
     for key, value in body.items():
         name = copies.get(key)
         if name is not None:
             task[name] = value
-    if body.keys() - _PLAIN:
+        elif key not in plain:
+            converted = True
+    if converted:
         _convert(body, task)
     return task
 
