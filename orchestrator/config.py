@@ -156,13 +156,14 @@ class Config:
     retry_error_ids: frozenset[int] = RETRYABLE_ERROR_IDS
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     dialect: str = DEFAULT_DIALECT
-    endpoint_dialects: Mapping[str, str] = field(default_factory=dict)
+    endpoint_dialects: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        for where, name in (("dialect", self.dialect), *self.endpoint_dialects.items()):
+        named = [(f"endpoint_dialects[{e!r}]", d) for e, d in self.endpoint_dialects.items()]
+        for where, name in (("dialect", self.dialect), *named):
             if name not in DIALECTS:
                 known = ", ".join(DIALECTS)
-                raise UsageError(f"Config {where} = {name!r}: must be a dialect ({known})")
+                raise UsageError(f"Config.{where} = {name!r}: must be a dialect ({known})")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.retry_error_ids):
             raise UsageError(f"Config.retry_error_ids = {self.retry_error_ids!r}: errorIds (ints)")
         unknown = set(self.extensions) - KNOWN_EXTENSIONS

@@ -25,6 +25,7 @@ from orchestrator import (
     TaskError,
     TextToImage,
     Timeouts,
+    UsageError,
 )
 from orchestrator.server import FixedBackend
 from protocol import ControlNet
@@ -210,3 +211,12 @@ async def test_a_task_written_in_the_current_dialect_goes_as_written() -> None:
         async with Orchestrator(server.url, api_key=KEY) as orch:  # the legacy dialect
             with pytest.raises(LocalProtocolError, match="current Runware dialect"):
                 await orch.submit(CurrentTask(task=task))
+
+
+def test_a_dialect_is_one_the_orchestrator_speaks() -> None:
+    with pytest.raises(UsageError, match=r"Config.dialect = 'soap': must be a dialect"):
+        Config(dialect="soap")
+    with pytest.raises(UsageError, match=r"endpoint_dialects\['ws://a:1'\]"):
+        Config(endpoint_dialects={"ws://a:1": "Runware"})
+    config = Config(endpoint_dialects={"ws://a:1": "runware"})
+    assert (config.dialect_of("ws://a:1"), config.dialect_of("ws://b:1")) == ("runware", "legacy")
