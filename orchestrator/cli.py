@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
         default="any",
         help="who sent the frames: a client, a server, or either",
     )
+    check.add_argument(
+        "--dialect",
+        choices=("legacy", "runware"),
+        default="legacy",
+        help="the seed's frames, or the current Runware dialect's (arrays of tasks)",
+    )
     check.set_defaults(run=_check)
     _add_run(commands)
     _add_generate(commands)
@@ -388,7 +394,7 @@ def _add_serve(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    decoder = _DECODERS[args.sender]
+    decoder = _DECODERS[args.sender] if args.dialect == "legacy" else _current(args.sender)
     lines = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
     failures = 0
     with lines:
@@ -401,8 +407,31 @@ def _check(args: argparse.Namespace) -> int:
                 failures += 1
                 print(f"line {number}: {exc}")
             else:
-                print(f"line {number}: ok {message.wire_name}")
+                print(f"line {number}: ok {_names(message)}")
     return 1 if failures else 0
+
+
+def _current(sender: str) -> Callable[[bytes], Any]:
+    from protocol import runware
+
+    def decode_frame(line: bytes) -> Any:
+        if sender == "server":
+            return runware.decode_from_server(line)
+        if sender == "client":
+            for task in (tasks := runware.decode_from_client(line)):
+                if isinstance(task, runware.Refused):
+                    raise task.error
+            return tasks
+        return runware.decode(line)
+
+    return decode_frame
+
+
+def _names(message: Any) -> str:
+    # A legacy frame is one message; a current one, a list of tasks or items.
+    if not isinstance(message, list):
+        return str(message.wire_name)
+    return ", ".join(getattr(m, "task_type", None) or m.wire_name for m in message)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,26 @@ def test_server_frames_are_refused_when_checked_as_client_frames(
     assert main(["check", str(frames), "--from", "server"]) == 0
 
 
+def test_check_reads_the_current_dialect_both_ways(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recorded = ROOT / "tests" / "fixtures" / "runware-sdk-frames.jsonl"
+    entries = [orjson.loads(line) for line in recorded.read_bytes().splitlines()]
+    for side in ("client", "server"):
+        frames = tmp_path / f"{side}.jsonl"
+        lines = [orjson.dumps(e["frame"]) for e in entries if e["from"] == side]
+        frames.write_bytes(b"\n".join(lines))
+        assert main(["check", str(frames), "--from", side, "--dialect", "runware"]) == 0
+        assert main(["check", str(frames), "--dialect", "runware"]) == 0
+    out = capsys.readouterr().out
+    assert "ok authentication" in out and "ok upscale" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('[{"taskType": "imageInference", "taskUUID": "t", "CFGScale": "high"}]\n')
+    assert main(["check", str(bad), "--from", "client", "--dialect", "runware"]) == 1
+    out = capsys.readouterr().out
+    assert "positivePrompt" in out and "CFGScale" in out
+
+
 def test_console_script_entry_point_runs() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "--version"],
