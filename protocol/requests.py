@@ -54,6 +54,9 @@ def image_references(task: TaskRequest) -> tuple[ImageReference, ...]:
     """Every image ``task`` reads, by imageUUID or by URL, in field order."""
     refs: list[tuple[str, str, str | None, bool]] = []
     if isinstance(task, NewTask):
+        if task.image_initiator_uuid is None and task.image_mask_initiator_uuid is None:
+            if not task.control_net:
+                return ()  # a plain text-to-image (the server's hot path): nothing to read
         refs += [
             ("init", "imageInitiatorUUID", task.image_initiator_uuid, False),
             ("mask", "imageMaskInitiatorUUID", task.image_mask_initiator_uuid, False),

@@ -75,6 +75,12 @@ def _is_upload(frame: str | bytes) -> bool:
     return head.lstrip().removeprefix("{").lstrip().startswith('"newImageUpload"')
 
 
+def _has_upload(frame: bytes) -> bool:
+    # A current-dialect frame names its task type anywhere in each task (the SDK writes the
+    # image first): the search is paid only by frames over the size limit.
+    return b'"imageUpload"' in frame
+
+
 class _OncePerInterval(logging.Filter):
     """Lets asyncio's accept errors (out of file descriptors) through once per interval:
     the loop retries accept() at once, and would log each attempt."""
@@ -293,13 +299,13 @@ class ReferenceServer:
             if conn.dialect == "runware":
                 conn.translate = to_current
         if conn.translate is not None:
-            if conn.authenticated and self._too_big(conn, frame, b'"imageUpload"' in frame):
+            if conn.authenticated and self._too_big(conn, frame, _has_upload):
                 return None
             return self._current.on_frame(conn, frame)
         if not conn.authenticated:
             self._before_authentication(conn, frame)
             return None
-        if self._too_big(conn, frame, _is_upload(frame)):
+        if self._too_big(conn, frame, _is_upload):
             return None
         try:
             message = decode_from_client(frame)
@@ -320,9 +326,10 @@ class ReferenceServer:
             return self._accept(conn, session, message)
         return None
 
-    def _too_big(self, conn: Connection, frame: bytes, is_upload: bool) -> bool:
+    def _too_big(self, conn: Connection, frame: bytes, is_upload: Callable[[bytes], bool]) -> bool:
+        # Only a big frame is looked into (every frame is checked: this is the hot path).
         limit = self.config.limits.max_structured_frame_bytes
-        if len(frame) > limit and not is_upload:
+        if len(frame) > limit and not is_upload(frame):
             upload = "newImageUpload" if conn.translate is None else "imageUpload"
             text = f"frames over {limit} bytes are for {upload} only (got {len(frame)})"
             conn.send_error(ErrorId.LIMIT_EXCEEDED, text)
