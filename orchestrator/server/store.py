@@ -99,6 +99,11 @@ class ImageStore:
             return None
         return StoredImage(*entry[1:])
 
+    def holds(self, image_uuid: str) -> bool:
+        """Whether the image is here and live (what ``get`` finds, without building it)."""
+        entry = self._images.get(image_uuid.lower())
+        return entry is not None and entry[0] > self._clock()
+
     def discard(self, image_uuid: str) -> None:
         """Forget an image if held."""
         entry = self._images.pop(image_uuid, None)
@@ -177,7 +182,7 @@ class ResultCache:
         uuids = self._entries.get(digest)
         if uuids is None:
             return None
-        while uuids and self._store.get(uuids[0]) is None:
+        while uuids and not self._store.holds(uuids[0]):
             uuids.popleft()
         if not uuids:
             del self._entries[digest]
