@@ -2,16 +2,15 @@
 
 Usage: runware_driver.py URL KEY IN_FLIGHT CAP_SECONDS. Keeps IN_FLIGHT ``run`` calls of
 an imageInference outstanding until CAP_SECONDS pass (``deliveryMethod: sync``, the SDK's
-single round trip), then prints one JSON object: tasks done, timeouts, elapsed seconds,
-CPU seconds and the latencies.
+single round trip), then prints one JSON object (``sdk_lanes.lanes``).
 """
 
 import asyncio
 import json
 import sys
-import time
 
 from runware import Runware
+from sdk_lanes import lanes
 
 TASK = {
     "taskType": "imageInference",
@@ -24,34 +23,12 @@ TASK = {
 
 
 async def main(url: str, key: str, in_flight: int, cap: float) -> dict:
-    latencies: list = []
-    counts = {"done": 0, "timeouts": 0, "errors": 0}
     async with Runware(api_key=key, ws_base_url=url) as sdk:
-        start = time.perf_counter()
-        deadline = start + cap
 
-        async def lane() -> None:
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                try:
-                    await asyncio.wait_for(sdk.run(dict(TASK)), max(deadline - began, 0.001))
-                except TimeoutError:
-                    counts["timeouts"] += 1
-                    continue
-                except Exception:
-                    counts["errors"] += 1
-                    continue
-                counts["done"] += 1
-                latencies.append(time.perf_counter() - began)
+        async def call() -> bool:
+            return bool(await sdk.run(dict(TASK)))
 
-        cpu = time.process_time()
-        await asyncio.gather(*(lane() for _ in range(in_flight)))
-        return {
-            **counts,
-            "elapsed": time.perf_counter() - start,
-            "cpu": time.process_time() - cpu,
-            "latencies": latencies,
-        }
+        return await lanes(call, in_flight, cap)
 
 
 if __name__ == "__main__":
