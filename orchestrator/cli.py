@@ -24,10 +24,12 @@ import anyio
 import orjson
 
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
+from protocol.dialects import DEFAULT_DIALECT, DIALECTS
 from protocol.vocabularies import VOCABULARIES
 
 from . import __version__
 from .client import Orchestrator
+from .config import Config
 from .errors import OrchestratorError, UsageError
 from .results import GeneratedImage, TaskResult
 from .specs import TextToImage
@@ -102,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument(
         "--dialect",
-        choices=("legacy", "runware"),
-        default="legacy",
+        choices=sorted(DIALECTS),
+        default=DEFAULT_DIALECT,
         help="the seed's frames, or the current Runware dialect's (arrays of tasks)",
     )
     check.set_defaults(run=_check)
@@ -121,6 +123,7 @@ def _add_run(commands: Any) -> None:
         "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
     )
     run.add_argument("--api-key", help="the key for --endpoint")
+    _add_dialect(run)
     run.add_argument("--concurrency", type=int, default=256, help="rows in flight at most")
     run.add_argument(
         "--upload",
@@ -197,6 +200,20 @@ def _row_defaults(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in defaults.items() if value is not None}
 
 
+def _add_dialect(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--dialect",
+        choices=sorted(DIALECTS),
+        default=DEFAULT_DIALECT,
+        help="what the endpoints speak: the seed's frames (legacy) or the current Runware "
+        "dialect (runware, the service today)",
+    )
+
+
+def _config(args: argparse.Namespace) -> Config | None:
+    return None if args.dialect == DEFAULT_DIALECT else Config(dialect=args.dialect)
+
+
 def _endpoint_has_key(args: argparse.Namespace) -> bool:
     if args.endpoint and not args.api_key:
         print("error: --api-key is required with --endpoint", file=sys.stderr)
@@ -218,6 +235,7 @@ def _run(args: argparse.Namespace) -> int:
             args.out,
             endpoints=args.endpoint or None,
             api_key=args.api_key,
+            config=_config(args),
             embedded={"backend": args.backend} if args.backend else None,
             defaults=_row_defaults(args),
             upload=args.upload,
@@ -304,6 +322,7 @@ def _add_generate(commands: Any) -> None:
         "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
     )
     generate.add_argument("--api-key", help="the key for --endpoint")
+    _add_dialect(generate)
     generate.add_argument("--negative", help="negative prompt")
     generate.add_argument(
         "--size", type=_choice, help="a sizeId or WIDTHxHEIGHT (see protocol.tables.SIZES)"
@@ -327,7 +346,9 @@ def _generate(args: argparse.Namespace) -> int:
     sinks = ([out] if out is not None else []) + list(args.upload)
     try:
         # Sinks are built (directories created and checked) before anything is sent.
-        orch = Orchestrator(args.endpoint or None, api_key=args.api_key, deliver_to=sinks)
+        orch = Orchestrator(
+            args.endpoint or None, api_key=args.api_key, config=_config(args), deliver_to=sinks
+        )
         result = anyio.run(_generate_async, orch, args)
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -394,7 +415,8 @@ def _add_serve(commands: Any) -> None:
 
 
 def _check(args: argparse.Namespace) -> int:
-    decoder = _DECODERS[args.sender] if args.dialect == "legacy" else _current(args.sender)
+    legacy = args.dialect == DEFAULT_DIALECT
+    decoder = _DECODERS[args.sender] if legacy else _current(args.sender)
     lines = sys.stdin.buffer if str(args.file) == "-" else args.file.open("rb")
     failures = 0
     with lines:

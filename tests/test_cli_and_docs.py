@@ -284,3 +284,25 @@ def test_the_current_dialect_example_runs_both_ways_on_the_embedded_server() -> 
     assert any(line.startswith("upscaled http://127.0.0.1:") for line in lines)
     prompts = [line for line in lines if line.startswith("prompt a cat")]
     assert len(set(prompts)) == 2
+
+
+@pytest.mark.timeout(120)
+def test_generate_and_run_speak_the_current_dialect_when_told(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["generate", "a red fox", "-n", "2", "--seed", "5", "--dialect", "runware"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert len(list(out.glob("*.jpg"))) == 2
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "a cat"}\n{"prompt": "a dog", "number_results": 2}\n')
+    dataset = tmp_path / "dataset"
+    assert main(["run", str(prompts), "--out", str(dataset), "--dialect", "runware"]) == 0
+    manifest = (dataset / "manifest.jsonl").read_text().splitlines()
+    assert len(manifest) == 3
+    # what the current dialect cannot say fails its row, named, and the others are made
+    prompts.write_text('{"prompt": "a cat"}\n{"prompt": "a hat", "style": 2}\n')
+    again = tmp_path / "again"
+    main(["run", str(prompts), "--out", str(again), "--dialect", "runware"])
+    assert "styleId" in capsys.readouterr().err
+    assert len((again / "manifest.jsonl").read_text().splitlines()) == 1
