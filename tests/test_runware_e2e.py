@@ -28,6 +28,7 @@ from orchestrator import (
     UsageError,
 )
 from orchestrator.server import FixedBackend
+from orchestrator.testing import FakeServer, MemoryTransport
 from protocol import ControlNet
 
 from serverkit import KEY, png, running, square
@@ -220,3 +221,30 @@ def test_a_dialect_is_one_the_orchestrator_speaks() -> None:
         Config(endpoint_dialects={"ws://a:1": "Runware"})
     config = Config(endpoint_dialects={"ws://a:1": "runware"})
     assert (config.dialect_of("ws://a:1"), config.dialect_of("ws://b:1")) == ("runware", "legacy")
+
+
+@asynccontextmanager
+async def fake(**options: Any) -> AsyncIterator[tuple[FakeServer, Orchestrator]]:
+    config = Config(dialect="runware", timeouts=Timeouts(replay_quiet=0.05))
+    async with FakeServer(**options) as server:
+        transport = MemoryTransport(server)
+        async with Orchestrator(
+            "ws://fake", api_key="test-key", config=config, transport=transport
+        ) as orch:
+            yield server, orch
+
+
+async def test_the_fake_server_speaks_the_current_dialect_for_users_tests() -> None:
+    async with fake(images_per_frame=1, duplicate_frames=True) as (server, orch):
+        result = await orch.text_to_image("a fox", number_results=3)
+        assert len({i.image_uuid for i in result.images}) == 3  # split, doubled, once each
+        assert all(c.dialect == "runware" for c in server.connections)
+    failing = "3f0c4a2e-8d1b-4c6e-9f7a-2b5d8e1c0a94"
+    async with fake(queue_full=2, fail={failing: (1001, "steps: too many")}) as (server, orch):
+        assert len((await orch.text_to_image("a fox")).images) == 1  # retried past a full queue
+        with pytest.raises(TaskError, match="too many"):
+            await orch.run(TextToImage(prompt="a fox", task_uuid=failing))
+    async with fake(drop_after_frames=5) as (server, orch):
+        results = [r async for r in orch.map(TextToImage(prompt=f"fox {i}") for i in range(20))]
+        assert_each_image_once(results, 1)
+        assert [c.connects for c in orch.pool.connections] == [2]  # resumed once

@@ -1,4 +1,8 @@
-"""The fake server: the protocol in memory, misbehaving on demand."""
+"""The fake server: the protocol in memory, misbehaving on demand.
+
+It speaks both dialects, as the reference server does: a socket whose first frame is an
+array speaks the current Runware dialect, translated to and from the seed's at its edge
+(``protocol.runware``), so every knob below works the same in either."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
+from pydantic import ValidationError
 
-from protocol.codec import decode_from_client, dumps
+from protocol.codec import decode_from_client, dumps, parse
 from protocol.errors import RemoteProtocolError
 from protocol.identity import image_uuid_for
 from protocol.messages import (
@@ -28,7 +33,13 @@ from protocol.messages import (
     ReverseImageClip,
     TaskRequest,
 )
+from protocol.runware import messages as current
+from protocol.runware.codec import Refused
+from protocol.runware.codec import decode_from_client as current_tasks
+from protocol.runware.results import current_frame
+from protocol.runware.translate import legacy_task
 from protocol.tables import ERRORS, KNOWN_EXTENSIONS, ErrorId
+from protocol.validation import field_errors
 
 from ..errors import ConnectError, ConnectionClosed
 from ..transport import Stream
@@ -62,11 +73,19 @@ class FakeConnection:
         self.frozen = False
         self.closed = False
         self.frames_sent = 0
+        self.dialect: str | None = None  # legacy or runware: what its first frame says
 
     def send(self, frame: bytes | Mapping[str, Any]) -> None:
-        """Send a frame (bytes as they are, or an object serialised as JSON)."""
+        """Send a frame (bytes as they are, or an object serialised as JSON); to a socket
+        in the current dialect, a legacy frame goes as that dialect says it."""
         if self.closed or self.frozen:
             return
+        if self.dialect == "runware":
+            obj = frame if isinstance(frame, Mapping) else parse(frame)
+            current = obj if "data" in obj or "errors" in obj else current_frame(obj)
+            if current is None:
+                return  # progress: the current dialect has none
+            frame = current
         data = frame if isinstance(frame, bytes) else dumps(frame)
         try:
             self._endpoint._outgoing.send_nowait(data)
@@ -237,11 +256,49 @@ class FakeServer:
         if self.max_frame is not None and len(data) > self.max_frame:
             conn.drop(1009)  # message too big, as a WebSocket server closes
             return
+        if conn.dialect is None:  # an array is the current Runware dialect, as our server says
+            conn.dialect = "runware" if data.lstrip()[:1] == b"[" else "legacy"
+        if conn.dialect == "runware":
+            for translated in self._current(conn, data):
+                self._on_message(conn, translated)
+            return
         try:
             message: ClientMessage = decode_from_client(data)
         except RemoteProtocolError as exc:
             conn.send(_error(ErrorId.MALFORMED_FRAME, str(exc)))
             return
+        self._on_message(conn, message)
+
+    def _current(self, conn: FakeConnection, data: bytes) -> list[ClientMessage]:
+        # The legacy messages a current-dialect frame's tasks stand for; what does not
+        # translate is answered at once, and getResponse re-sends what a task has so far.
+        try:
+            tasks = current_tasks(data)
+        except RemoteProtocolError as exc:
+            conn.send(_error(ErrorId.MALFORMED_FRAME, str(exc)))
+            return []
+        messages: list[ClientMessage] = []
+        for task in tasks:
+            task_uuid = getattr(task, "task_uuid", None)
+            try:
+                if isinstance(task, Refused):
+                    raise task.error
+                if isinstance(task, current.GetResponse):
+                    self._get_response(conn, task.task_uuid)
+                else:
+                    messages.append(_legacy_message(task))
+            except RemoteProtocolError as exc:
+                conn.send(_error(ErrorId.VALIDATION_ERROR, str(exc), task_uuid, conn))
+        return messages
+
+    def _get_response(self, conn: FakeConnection, task_uuid: str) -> None:
+        known = conn.session.tasks.get(task_uuid) if conn.session is not None else None
+        if known is None:
+            conn.send(_error(ErrorId.VALIDATION_ERROR, "no such task here", task_uuid, conn))
+        else:
+            self._deliver(conn.session, known)  # type: ignore[arg-type]
+
+    def _on_message(self, conn: FakeConnection, message: ClientMessage) -> None:
         if isinstance(message, NewConnection):
             self._connect(conn, message)
         elif isinstance(message, Ping):
@@ -330,6 +387,21 @@ class FakeServer:
             if self.duplicate_frames:
                 conn.send(frame)
         session.tasks.pop(task.request.task_uuid, None)
+
+
+def _legacy_message(task: current.Task) -> ClientMessage:
+    # What a task of the current dialect is in the seed's (translate.legacy_task for work).
+    if isinstance(task, current.Authentication):
+        fields = {"apiKey": task.api_key, "extensions": ["seed", "taskErrors"]}
+        if task.connection_session_uuid is not None:
+            fields["connectionSessionUUID"] = task.connection_session_uuid
+        try:
+            return NewConnection.model_validate(fields)
+        except ValidationError as exc:
+            raise RemoteProtocolError("invalid authentication", field_errors(exc)) from None
+    if isinstance(task, current.Ping):
+        return Ping()
+    return legacy_task(task)
 
 
 def _error(
