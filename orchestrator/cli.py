@@ -25,6 +25,7 @@ import orjson
 
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
 from protocol.dialects import DEFAULT_DIALECT, DIALECTS
+from protocol.tables import size_id_for
 from protocol.vocabularies import VOCABULARIES
 
 from . import __version__
@@ -32,6 +33,7 @@ from .client import Orchestrator
 from .config import Config
 from .errors import OrchestratorError, UsageError
 from .results import GeneratedImage, TaskResult
+from .serving import add_embedded, embedded_settings
 from .specs import TextToImage
 
 _DECODERS: dict[str, Callable[[bytes], Any]] = {
@@ -162,11 +164,7 @@ def _add_run(commands: Any) -> None:
         metavar="FIELD=VALUE",
         help="any other field (VALUE read as JSON, else as text; repeatable)",
     )
-    run.add_argument(
-        "--backend",
-        choices=("procedural", "fixed"),
-        help="the embedded server's backend (no --endpoint): fixed is for load tests",
-    )
+    add_embedded(run)
     run.add_argument(
         "--progress",
         choices=("auto", "rich", "plain", "none"),
@@ -226,8 +224,10 @@ def _run(args: argparse.Namespace) -> int:
 
     if not _endpoint_has_key(args):
         return 2
-    if args.endpoint and args.backend:
-        print("error: --backend is the embedded server's: not with --endpoint", file=sys.stderr)
+    try:
+        embedded = embedded_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         bulk = BulkRun(
@@ -236,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
             endpoints=args.endpoint or None,
             api_key=args.api_key,
             config=_config(args),
-            embedded={"backend": args.backend} if args.backend else None,
+            embedded=embedded,
             defaults=_row_defaults(args),
             upload=args.upload,
             concurrency=args.concurrency,
@@ -325,12 +325,16 @@ def _add_generate(commands: Any) -> None:
     _add_dialect(generate)
     generate.add_argument("--negative", help="negative prompt")
     generate.add_argument(
-        "--size", type=_choice, help="a sizeId or WIDTHxHEIGHT (see protocol.tables.SIZES)"
+        "--size",
+        type=_choice,
+        help="a sizeId or WIDTHxHEIGHT (a size outside protocol.tables.SIZES is sent as "
+        "width and height)",
     )
     generate.add_argument("--seed", type=int, help="seed of the first image")
     generate.add_argument("--model", help="a model id, name or AIR id")
     generate.add_argument("--steps", type=int, help="inference steps (server default: 20)")
     generate.add_argument("--deadline", type=float, default=300.0, help="seconds before giving up")
+    add_embedded(generate)
     generate.set_defaults(run=_generate)
 
 
@@ -342,12 +346,21 @@ def _choice(value: str) -> int | str:
 def _generate(args: argparse.Namespace) -> int:
     if not _endpoint_has_key(args):
         return 2
+    try:
+        embedded = embedded_settings(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = args.out if args.out is not None or args.upload else "out"
     sinks = ([out] if out is not None else []) + list(args.upload)
     try:
         # Sinks are built (directories created and checked) before anything is sent.
         orch = Orchestrator(
-            args.endpoint or None, api_key=args.api_key, config=_config(args), deliver_to=sinks
+            args.endpoint or None,
+            api_key=args.api_key,
+            config=_config(args),
+            deliver_to=sinks,
+            embedded=embedded,
         )
         result = anyio.run(_generate_async, orch, args)
     except OrchestratorError as exc:
@@ -374,12 +387,26 @@ def _generate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _free_size(size: int | str | None) -> tuple[int | str | None, int | None, int | None]:
+    # "WxH" outside the sizeId table is a free size (width and height), not a table name.
+    width, x, height = str(size).lower().partition("x")
+    if not (x and width.isdigit() and height.isdigit()):
+        return size, None, None
+    try:
+        return size_id_for(int(width), int(height)), None, None
+    except LookupError:
+        return None, int(width), int(height)
+
+
 async def _generate_async(orch: Orchestrator, args: argparse.Namespace) -> TaskResult:
+    size, width, height = _free_size(args.size)
     task = TextToImage(
         prompt=args.prompt,
         negative_prompt=args.negative,
         number_results=args.number,
-        size=args.size,
+        size=size,
+        width=width,
+        height=height,
         seed=args.seed,
         model=args.model,
         steps=args.steps,

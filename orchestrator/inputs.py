@@ -7,8 +7,8 @@ an image given by URL is fetched (capped); the embedded server, an extra, says h
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Final, get_args
 from urllib.parse import urlsplit
 
@@ -63,7 +63,7 @@ def embedded_server(settings: Mapping[str, Any] | None = None) -> AbstractAsyncC
     # The reference server does image work (numpy, Pillow, scipy): the [server] extra. A
     # client-only install talks to endpoints it is given, and says how to get the rest.
     try:
-        from .server import ServerConfig, serve_embedded
+        from .server import BackendError, ServerConfig, serve_embedded
     except ImportError as exc:
         raise UsageError(
             "no endpoints were given, and the embedded reference server needs the "
@@ -74,4 +74,16 @@ def embedded_server(settings: Mapping[str, Any] | None = None) -> AbstractAsyncC
         config = ServerConfig(**(settings or {}))
     except TypeError as exc:
         raise UsageError(f"embedded server settings: {exc}") from None
-    return serve_embedded(config)
+
+    @asynccontextmanager
+    async def started() -> AsyncIterator[Any]:
+        # A backend that cannot start (its extra or its weights missing) is the caller's
+        # setting, named; it raises only while entering, before anything runs.
+        async with AsyncExitStack() as stack:
+            try:
+                server = await stack.enter_async_context(serve_embedded(config))
+            except BackendError as exc:
+                raise UsageError(f"embedded server: {exc}") from exc
+            yield server
+
+    return started()

@@ -2,7 +2,7 @@
 
 It prints ``listening on ws://HOST:PORT`` first (tests and benches read that line), then
 the generated key when none was given, then ``http on http://HOST:PORT`` for the four other
-seed APIs.
+seed APIs, then what the backend runs each task type on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,93 @@ from typing import Any
 
 import anyio
 
-__all__ = ["add_serve", "run_serve"]
+__all__ = [
+    "BACKEND_CHOICES",
+    "add_diffusion",
+    "add_embedded",
+    "add_serve",
+    "diffusion_settings",
+    "embedded_settings",
+    "run_serve",
+]
+
+#: The server's backends by name (``orchestrator.server.BACKEND_NAMES``, which a
+#: client-only install cannot import to build its parser; a test holds them equal).
+BACKEND_CHOICES = ("procedural", "fixed", "diffusers")
+_BACKEND_HELP = (
+    "procedural: real image work; fixed: one tiny image at once, for load tests; "
+    "diffusers: Stable Diffusion from --model-dir (the [diffusion] extra)"
+)
+
+
+def add_diffusion(command: argparse.ArgumentParser) -> None:
+    """The ``diffusers`` backend's options (``serve``, and the embedded server's)."""
+    group = command.add_argument_group("the diffusers backend")
+    group.add_argument("--model-dir", help="a diffusers pipeline directory (local files only)")
+    group.add_argument(
+        "--device", help="cuda, cuda:N, mps or cpu (default: cuda when present, else cpu)"
+    )
+    group.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        help="default: float16 on a GPU, float32 on the CPU",
+    )
+    group.add_argument(
+        "--controlnet",
+        action="append",
+        default=[],
+        metavar="PREPROCESSOR=DIR",
+        help="a ControlNet model directory for one preprocessor, e.g. canny=DIR (repeatable)",
+    )
+    group.add_argument(
+        "--lora-dir", help="LoRA files, each named by its model id (':' and '@' as '_')"
+    )
+    group.add_argument(
+        "--max-batch", type=int, default=4, help="images of one task per forward pass"
+    )
+
+
+def add_embedded(command: argparse.ArgumentParser) -> None:
+    """``--backend`` and the diffusers options, for the embedded server of ``run`` and
+    ``generate`` (no ``--endpoint``)."""
+    command.add_argument(
+        "--backend", choices=BACKEND_CHOICES, help=f"the embedded server's: {_BACKEND_HELP}"
+    )
+    add_diffusion(command)
+
+
+def embedded_settings(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The embedded server's settings from ``add_embedded``'s options (``None``: none
+    given). ``--model-dir`` alone means ``--backend diffusers``. Raises ``ValueError``."""
+    diffusion = diffusion_settings(args)
+    backend = args.backend or ("diffusers" if args.model_dir else None)
+    given = backend is not None or any(diffusion[name] for name in _DIFFUSION_FLAGS)
+    if given and args.endpoint:
+        raise ValueError("--backend and its options are the embedded server's: not with --endpoint")
+    if not given:
+        return None
+    return {"backend": backend or "procedural", "diffusion": diffusion}
+
+
+_DIFFUSION_FLAGS = ("model_dir", "device", "dtype", "controlnets", "lora_dir")
+
+
+def diffusion_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``diffusion`` field of ServerConfig from the options above."""
+    controlnets = {}
+    for pair in args.controlnet:
+        name, equals, path = pair.partition("=")
+        if not equals or not name or not path:
+            raise ValueError(f"--controlnet {pair!r}: must be PREPROCESSOR=DIR")
+        controlnets[name] = path
+    return {
+        "model_dir": args.model_dir,
+        "device": args.device,
+        "dtype": args.dtype,
+        "controlnets": controlnets,
+        "lora_dir": args.lora_dir,
+        "max_batch": args.max_batch,
+    }
 
 
 def add_serve(serve: argparse.ArgumentParser) -> None:
@@ -35,12 +121,8 @@ def add_serve(serve: argparse.ArgumentParser) -> None:
         help="the four other seed APIs over HTTP on this port (0: any free one, printed; "
         "-1: not served)",
     )
-    serve.add_argument(
-        "--backend",
-        choices=("procedural", "fixed"),
-        default="procedural",
-        help="procedural: real image work; fixed: one tiny image at once, for load tests",
-    )
+    serve.add_argument("--backend", choices=BACKEND_CHOICES, help=_BACKEND_HELP)
+    add_diffusion(serve)
     serve.add_argument("--workers", type=int, help="image workers (default: one per core)")
     serve.add_argument("--max-queue", type=int, default=10_000, help="queued tasks per session")
     serve.add_argument(
@@ -68,7 +150,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Run the reference server until SIGINT or SIGTERM."""
     # Imported here: the server is the [server] extra, which a client-only install lacks.
     try:
-        from .server import ServerConfig, ServerLimits
+        from .server import DiffusionSettings, ServerConfig, ServerLimits
     except ImportError as exc:
         print(
             f"error: the reference server needs the [server] extra ({exc.name} is missing): "
@@ -84,12 +166,18 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = ServerLimits(
         max_queued_per_connection=args.max_queue, max_queued_total=args.max_queue_total
     )
+    try:
+        diffusion = DiffusionSettings(**diffusion_settings(args))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     config = ServerConfig(
+        diffusion=diffusion,
         host=args.host,
         port=args.port,
         api_keys=tuple(keys),
         public_url=args.public_url,
-        backend=args.backend,
+        backend=args.backend or ("diffusers" if args.model_dir else "procedural"),
         limits=limits,
         retention=args.retention,
         image_ttl=args.image_ttl,
@@ -102,7 +190,17 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 async def _serve_until_signal(config: Any) -> int:
-    from .server import ReferenceServer  # the [server] extra: see run_serve
+    from .server import BackendError
+
+    try:
+        return await _serve(config)
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(config: Any) -> int:
+    from .server import ReferenceServer, describe  # the [server] extra: see run_serve
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with ReferenceServer(config) as server:
@@ -114,6 +212,8 @@ async def _serve_until_signal(config: Any) -> int:
                 print(f"api key: {server.api_key}", flush=True)
             if server.http_port is not None:
                 print(f"http on {server.http_url}", flush=True)
+            for line in describe(server.backend):
+                print(line, flush=True)
             async for signum in signals:
                 print(f"stopping on {signal.Signals(signum).name}", flush=True)
                 break

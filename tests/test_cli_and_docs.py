@@ -306,3 +306,28 @@ def test_generate_and_run_speak_the_current_dialect_when_told(
     main(["run", str(prompts), "--out", str(again), "--dialect", "runware"])
     assert "styleId" in capsys.readouterr().err
     assert len((again / "manifest.jsonl").read_text().splitlines()) == 1
+
+
+def test_readme_scheduler_table_says_what_each_id_runs() -> None:
+    from orchestrator.server.diffusion.schedulers import SCHEDULER_MAP
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| schedulerId | Seed name | Runs as |", 1)[1].split("\n\n", 1)[0]
+    rows = dict(re.findall(r"^\| (\d+) \| [^|]+ \| (.+) \|$", table, re.MULTILINE))
+    assert sorted(map(int, rows)) == sorted(SCHEDULER_MAP)
+    for scheduler_id, choice in SCHEDULER_MAP.items():
+        row = rows[str(scheduler_id)]
+        if choice.refused:
+            assert row.startswith("refused: "), row
+        elif choice.cls is None:
+            assert "own scheduler" in row
+        else:
+            assert row.startswith(f"`{choice.cls}`"), row
+            assert all(f"{name}=" in row for name in choice.options), row
+
+
+def test_the_clis_backend_choices_are_the_servers() -> None:
+    from orchestrator.server import BACKEND_NAMES
+    from orchestrator.serving import BACKEND_CHOICES
+
+    assert BACKEND_CHOICES == BACKEND_NAMES

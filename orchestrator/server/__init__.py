@@ -8,6 +8,7 @@ from .app import ReferenceServer, serve_embedded
 from .backends import (
     BACKENDS,
     Backend,
+    BackendError,
     FixedBackend,
     ImageOutput,
     Job,
@@ -17,12 +18,17 @@ from .backends import (
     ProceduralBackend,
     SourceImage,
     TextOutput,
+    describe,
 )
-from .config import ServerConfig, ServerLimits
+from .config import DiffusionSettings, ServerConfig, ServerLimits
+from .registry import BACKEND_NAMES, make_backend
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_NAMES",
     "Backend",
+    "BackendError",
+    "DiffusionSettings",
     "FixedBackend",
     "ImageOutput",
     "Job",
@@ -35,5 +41,7 @@ __all__ = [
     "ServerLimits",
     "SourceImage",
     "TextOutput",
+    "describe",
+    "make_backend",
     "serve_embedded",
 ]

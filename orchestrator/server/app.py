@@ -23,6 +23,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import anyio
+import anyio.to_thread
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
@@ -41,13 +42,14 @@ from protocol.requests import task_uuid_of, upload_endpoint
 from protocol.tables import ErrorId
 
 from .apis import HttpApis, serve_http
-from .backends import BACKENDS, Backend
+from .backends import Backend
 from .config import ServerConfig
 from .connection import Connection
 from .current import CurrentDialect, is_current, to_current
 from .hosting import Hosting
 from .local import LocalTasks
 from .push import Pusher
+from .registry import make_backend
 from .scheduler import Scheduler
 from .sessions import Sessions
 from .spawn import Spawner
@@ -108,7 +110,8 @@ class ReferenceServer:
 
     Args:
         config: settings; an empty ``api_keys`` gets one generated key (:attr:`api_key`).
-        backend: overrides ``config.backend`` (tests plug their own).
+        backend: overrides ``config.backend`` (tests plug their own). A backend that cannot
+            be made raises :class:`~.backends.BackendError` here; its weights load on enter.
         clock: monotonic seconds, injectable for retention tests.
     """
 
@@ -135,9 +138,10 @@ class ReferenceServer:
             on_resume=lambda session, tasks: self._scheduler.replay_session(session, tasks),
             on_forget=lambda session: self._scheduler.forget_session(session),
         )
+        self.backend = backend = backend or make_backend(config)
         self._scheduler = Scheduler(
             config,
-            backend=backend or BACKENDS[config.backend](),
+            backend=backend,
             store=self._store,
             pusher=self._pusher,
             clock=clock,
@@ -175,6 +179,9 @@ class ReferenceServer:
         return (self.config.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     async def __aenter__(self) -> ReferenceServer:
+        opener: Callable[[], None] | None = getattr(self.backend, "open", None)
+        if opener is not None:  # loading weights takes seconds: not on the loop
+            await anyio.to_thread.run_sync(opener)
         async with AsyncExitStack() as stack:
             # Unwound in reverse: a graceful stop, then the task group (cancelled), then the
             # listener and HTTP. The socket is bound first, so a busy port is a plain OSError.

@@ -10,6 +10,12 @@ and raises :class:`JobError` for a task it cannot do.
 - :class:`ProceduralBackend` (the default) does real image work; see :mod:`.imaging`.
 - :class:`FixedBackend` answers at once with one tiny pre-encoded image, for load tests and
   benchmarks where pixels do not matter.
+- ``diffusers`` (the [diffusion] extra, :mod:`.diffusion`) runs Stable Diffusion pipelines
+  from a local directory; :mod:`.registry` makes any of them by name.
+
+A backend may also say how many jobs it runs at once (``concurrency``; the server's
+``workers`` otherwise) and have an ``open()`` that the server runs in a worker thread before
+it listens (loading weights), and ``describe()``, lines saying what runs each task type.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
@@ -40,6 +46,7 @@ from . import imaging
 __all__ = [
     "BACKENDS",
     "Backend",
+    "BackendError",
     "FixedBackend",
     "ImageOutput",
     "Job",
@@ -50,8 +57,10 @@ __all__ = [
     "ProceduralBackend",
     "SourceImage",
     "TextOutput",
+    "describe",
     "image_format",
     "parse_image_base64",
+    "worker_count",
 ]
 
 #: Image-to-image moves this far from the init image when the task gives no ``strength``.
@@ -121,6 +130,10 @@ class JobError(Exception):
         super().__init__(message)
         self.error_id = error_id
         self.message = message
+
+
+class BackendError(Exception):
+    """A backend that cannot start: its extra is missing, or its weights are not there."""
 
 
 class JobContext(Protocol):
@@ -348,3 +361,14 @@ BACKENDS: Final[Mapping[str, type[ProceduralBackend] | type[FixedBackend]]] = {
     "procedural": ProceduralBackend,
     "fixed": FixedBackend,
 }
+
+def worker_count(backend: Backend, workers: int) -> int:
+    """Jobs run at once: the server's ``workers``, or fewer where the backend says so."""
+    concurrency: int | None = getattr(backend, "concurrency", None)
+    return max(1, min(workers, concurrency) if concurrency else workers)
+
+
+def describe(backend: Backend) -> list[str]:
+    """What runs each task type, as lines for the start-up log."""
+    lines: Callable[[], list[str]] | None = getattr(backend, "describe", None)
+    return lines() if lines is not None else [f"backend: {backend.name}"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
-__all__ = ["ServerConfig", "ServerLimits"]
+__all__ = ["DiffusionSettings", "ServerConfig", "ServerLimits"]
 
 
 def _default_max_connections() -> int:
@@ -57,6 +59,32 @@ class ServerLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class DiffusionSettings:
+    """The ``diffusers`` backend's local weights, and where they run.
+
+    ``model_dir`` is a diffusers pipeline directory (``save_pretrained``); it serves every
+    ``modelId``. ``device`` ``None`` picks CUDA when present (float16), else the CPU
+    (float32); ``dtype`` overrides the choice. ``controlnets`` maps a preprocessor name
+    (``canny``, ``depth_midas``, ...) to a ControlNet model directory; ``lora_dir`` holds
+    LoRA files named by their model id. ``max_batch`` images share one forward pass.
+    """
+
+    model_dir: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    controlnets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    lora_dir: str | None = None
+    max_batch: int = 4
+
+    @classmethod
+    def of(cls, value: DiffusionSettings | Mapping[str, Any] | None) -> DiffusionSettings:
+        """Settings from themselves, from a mapping of their fields, or the defaults."""
+        if value is None:
+            return cls()
+        return value if isinstance(value, DiffusionSettings) else cls(**value)
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """How the reference server runs.
 
@@ -72,6 +100,8 @@ class ServerConfig:
     api_keys: Sequence[str] = ()
     public_url: str | None = None
     backend: str = "procedural"
+    #: The ``diffusers`` backend's settings (a mapping of their fields is taken too).
+    diffusion: DiffusionSettings = DiffusionSettings()
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     limits: ServerLimits = ServerLimits()
     retention: float = 120.0
@@ -96,3 +126,7 @@ class ServerConfig:
     credits_per_key: float = 1000.0
     #: Open client sockets; more are refused with HTTP 503 (default: under the fd limit).
     max_connections: int = field(default_factory=_default_max_connections)
+
+    def __post_init__(self) -> None:
+        # The embedded server's settings arrive as plain mappings (``embedded={...}``).
+        object.__setattr__(self, "diffusion", DiffusionSettings.of(self.diffusion))

@@ -10,7 +10,8 @@ frame and leaves no record, and anything else becomes a QUEUED record in the fai
 served first from the result cache when it can be.
 
 ``workers`` coroutines take records from the queue and run the backend, in worker threads
-when it is ``blocking`` (at most ``workers`` at once), so the loop keeps answering pongs and
+when it is ``blocking`` (at most ``workers`` at once, fewer when the backend says it runs
+fewer: one per device for ``diffusers``), so the loop keeps answering pongs and
 other connections while images render. Each result is stored, pushed to the task's
 ``uploadEndpoint`` when it has one, priced, and delivered to the record's session the moment
 it exists (:mod:`.delivery`); a session with no socket just notes the task, for its resume
@@ -63,6 +64,7 @@ from .backends import (
     Output,
     SourceImage,
     image_format,
+    worker_count,
 )
 from .config import ServerConfig
 from .connection import Connection
@@ -167,7 +169,8 @@ class Scheduler:
         self._running: set[TaskRecord] = set()
         self._idle = asyncio.Event()  # set whenever no task is running
         self._idle.set()
-        self._limiter = anyio.CapacityLimiter(max(1, config.workers))
+        self._workers = worker_count(backend, config.workers)
+        self._limiter = anyio.CapacityLimiter(self._workers)
         self._fetching: set[TaskRecord] = set()  # waiting for guide images by URL
         self._spawner: Spawner | None = None
         self.closing = False
@@ -177,7 +180,7 @@ class Scheduler:
         """Start the workers in ``tg``; guide fetches start through ``spawner`` (a task is
         accepted in the parser's callback)."""
         self._spawner = spawner
-        for _ in range(max(1, self._config.workers)):
+        for _ in range(self._workers):
             tg.start_soon(self.worker)
 
     # -- accepting tasks --
