@@ -362,6 +362,7 @@ BACKENDS: Final[Mapping[str, type[ProceduralBackend] | type[FixedBackend]]] = {
     "fixed": FixedBackend,
 }
 
+
 def worker_count(backend: Backend, workers: int) -> int:
     """Jobs run at once: the server's ``workers``, or fewer where the backend says so."""
     concurrency: int | None = getattr(backend, "concurrency", None)
