@@ -10,7 +10,10 @@ interleaved runs:
   socket, one task in flight, so the difference is the wrapper: the job plumbing, the
   scheduler, the JPEG, the socket, the client. ``overhead`` is server / direct per task;
 - ``batch 4``: ``numberResults: 4`` in one forward pass against four single passes (does
-  batching pay on this device?).
+  batching pay on this device?);
+- ``shared 4``: four one-image tasks in flight at once through a second server whose backend
+  lets queued tasks share a pass (``batch_tasks``), against the same through the first
+  server, which runs them one pass each. The pass counts are printed too.
 
 With no ``--model-dir`` it builds the tiny random pipeline (``orchestrator.server.diffusion
 .tiny``); give a real checkpoint directory (and a GPU) for real figures.
@@ -22,6 +25,7 @@ Run: python bench/diffusion.py [--model-dir DIR] [--device cuda] [--sizes 64,512
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -73,45 +77,84 @@ async def server_run(orch: Orchestrator, size: int, steps: int, tasks: int) -> f
     return time.perf_counter() - started
 
 
+async def concurrent_run(orch: Orchestrator, size: int, steps: int, tasks: int) -> float:
+    """Seconds for ``tasks`` one-image tasks through the server, all in flight at once."""
+    specs = [
+        TextToImage(
+            prompt=f"{PROMPT} {i}", width=size, height=size, steps=steps, seed=i, use_cache=False
+        )
+        for i in range(1, tasks + 1)
+    ]
+    started = time.perf_counter()
+    async for _ in orch.map(specs):
+        pass
+    return time.perf_counter() - started
+
+
 async def measure(args: argparse.Namespace, model_dir: str) -> None:
     # One backend: the server runs it, and the direct runs call its very pipeline (same
-    # weights, same device, in a worker thread as the server's jobs are).
-    backend = DiffusersBackend(DiffusionSettings(model_dir=model_dir, device=args.device))
-    config = ServerConfig(backend="diffusers", http_port=None)
-    async with ReferenceServer(config, backend=backend) as server:
-        async with Orchestrator(server.url, api_key=server.api_key) as orch:
-            p = backend.pipelines
-            print(f"pipeline {p.family} on {p.device}, {torch.get_num_threads()} torch threads")
-            print(
-                f"{'size':>9} {'direct img/s':>13} {'s/step':>8} {'server img/s':>13}"
-                f" {'overhead':>9} {'batch 4 vs 1':>13}"
-            )
-            for size in args.sizes:
-                await measure_size(args, p.text_to_image(), orch, size)
+    # weights, same device, in a worker thread as the server's jobs are). A second backend
+    # on the same weights shares passes between tasks.
+    settings = DiffusionSettings(model_dir=model_dir, device=args.device)
+    backend = DiffusersBackend(settings)
+    sharing = DiffusersBackend(dataclasses.replace(settings, batch_tasks=True))
+    config = ServerConfig(backend="diffusers", http_port=None, workers=4)
+    async with (
+        ReferenceServer(config, backend=backend) as server,
+        ReferenceServer(config, backend=sharing) as shared_server,
+        Orchestrator(server.url, api_key=server.api_key) as orch,
+        Orchestrator(shared_server.url, api_key=shared_server.api_key) as shared,
+    ):
+        p = backend.pipelines
+        print(f"pipeline {p.family} on {p.device}, {torch.get_num_threads()} torch threads")
+        print(
+            f"{'size':>9} {'direct img/s':>13} {'s/step':>8} {'server img/s':>13}"
+            f" {'overhead':>9} {'batch 4 vs 1':>13} {'shared 4 vs 1':>14} {'passes':>8}"
+        )
+        for size in args.sizes:
+            await measure_size(args, p.text_to_image(), (orch, shared), (backend, sharing), size)
     print(
         "overhead: server seconds per task / direct seconds per task (1.000x = nothing added);"
-        " batch 4 vs 1: seconds for 4 images in one pass / in four passes (< 1 pays)"
+        " batch 4 vs 1: seconds for 4 images in one pass / in four passes (< 1 pays);"
+        " shared 4 vs 1: seconds for 4 tasks in flight, sharing passes / one pass each;"
+        " passes: pipeline calls per timed run, sharing / not"
     )
 
 
-async def measure_size(args: argparse.Namespace, pipe: Any, orch: Orchestrator, size: int) -> None:
+async def measure_size(
+    args: argparse.Namespace,
+    pipe: Any,
+    clients: tuple[Orchestrator, Orchestrator],
+    backends: tuple[DiffusersBackend, DiffusersBackend],
+    size: int,
+) -> None:
     def direct(tasks: int, batch: int = 1) -> Any:
         return anyio.to_thread.run_sync(direct_run, pipe, size, args.steps, tasks, batch)
 
+    orch, shared = clients
     await direct(1)  # warm-up: the first call at a size builds its caches
     await server_run(orch, size, args.steps, 1)
-    runs: dict[str, list[float]] = {"direct": [], "server": [], "single": [], "batched": []}
+    await concurrent_run(shared, size, args.steps, 4)
+    names = ("direct", "server", "single", "batched", "apart", "shared")
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    passes: dict[int, list[int]] = {id(b): [] for b in backends}
     for _ in range(args.repeats):  # interleaved, so drift hits every figure alike
         runs["direct"].append(await direct(args.tasks))
         runs["server"].append(await server_run(orch, size, args.steps, args.tasks))
         runs["single"].append(await direct(4))
         runs["batched"].append(await direct(4, batch=4))
+        for name, client, backend in zip(("apart", "shared"), clients, backends, strict=True):
+            before = backend.device.calls
+            runs[name].append(await concurrent_run(client, size, args.steps, 4))
+            passes[id(backend)].append(backend.device.calls - before)
     med = {name: statistics.median(times) for name, times in runs.items()}
     per_direct, per_served = med["direct"] / args.tasks, med["server"] / args.tasks
+    apart, sharing = (statistics.median(passes[id(b)]) for b in backends)
     print(
         f"{size:>4}x{size:<4} {1 / per_direct:>13.2f} {per_direct / args.steps:>8.4f}"
         f" {1 / per_served:>13.2f} {per_served / per_direct:>8.3f}x"
-        f" {med['batched'] / med['single']:>12.3f}x",
+        f" {med['batched'] / med['single']:>12.3f}x {med['shared'] / med['apart']:>13.3f}x"
+        f" {sharing:>3g} / {apart:g}",
         flush=True,
     )
 

@@ -57,8 +57,12 @@ def add_diffusion(command: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--lora-dir", help="LoRA files, each named by its model id (':' and '@' as '_')"
     )
+    group.add_argument("--max-batch", type=int, default=4, help="images per forward pass at most")
     group.add_argument(
-        "--max-batch", type=int, default=4, help="images of one task per forward pass"
+        "--batch-tasks",
+        action="store_true",
+        help="let text-to-image tasks that queue share a forward pass (faster under load; "
+        "an image then depends on its batch by a rounding step here and there)",
     )
 
 
@@ -84,7 +88,7 @@ def embedded_settings(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"backend": backend or "procedural", "diffusion": diffusion}
 
 
-_DIFFUSION_FLAGS = ("model_dir", "device", "dtype", "controlnets", "lora_dir")
+_DIFFUSION_FLAGS = ("model_dir", "device", "dtype", "controlnets", "lora_dir", "batch_tasks")
 
 
 def diffusion_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,6 +106,7 @@ def diffusion_settings(args: argparse.Namespace) -> dict[str, Any]:
         "controlnets": controlnets,
         "lora_dir": args.lora_dir,
         "max_batch": args.max_batch,
+        "batch_tasks": args.batch_tasks,
     }
 
 

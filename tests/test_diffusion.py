@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import httpx
 import numpy as np
 import pytest
@@ -291,6 +293,46 @@ async def test_one_job_at_a_time_on_the_device(weights: dict[str, Path]) -> None
     order = [f["newProgress"]["taskUUID"] for f in frames if "newProgress" in f]
     runs = [task for i, task in enumerate(order) if i == 0 or order[i - 1] != task]
     assert sorted(runs) == sorted(tasks)  # each task's steps in one unbroken run
+
+
+@pytest.mark.parametrize("batch_tasks", [True, False])
+async def test_tasks_queued_behind_a_busy_device_share_a_pass_only_when_asked(
+    weights: dict[str, Path], batch_tasks: bool
+) -> None:
+    diffusion = {**settings(weights)["diffusion"], "batch_tasks": batch_tasks}
+    async with serving(weights, workers=4, diffusion=diffusion) as server:
+        device = server.backend.device  # type: ignore[attr-defined]
+        alone: dict[int, np.ndarray[Any, Any]] = {}
+        async with client(server) as raw:
+            for seed in (1, 2, 3):  # each made alone first, to compare with
+                (image,) = await generate(raw, seed=seed, promptText=f"fox {seed}")
+                alone[seed] = pixels_of(image)
+            calls = device.calls
+            # The device is busy: the next tasks queue behind it (one at a time, unless
+            # tasks may share, when the server runs as many jobs as share a pass).
+            device.lock.acquire()
+            try:
+                tasks = {
+                    await raw.task(**{**SMALL, "seed": s, "promptText": f"fox {s}"}): s
+                    for s in (1, 2, 3)
+                }
+                queued = await anyio.to_thread.run_sync(
+                    device.wait_queued, 3 if batch_tasks else 1, 60.0
+                )
+            finally:
+                device.lock.release()
+            assert queued
+            frames = await raw.until(lambda f: sum("newImages" in x for x in f) == 3)
+    images = [image for frame in frames for image in frame["newImages"]["images"]]
+    assert sorted(tasks[image["taskUUID"]] for image in images) == [1, 2, 3]
+    assert device.calls - calls == (1 if batch_tasks else 3)
+    for image in images:
+        seed = tasks[image["taskUUID"]]
+        difference = np.abs(pixels_of(image) - alone[seed])
+        if batch_tasks:  # its own prompt and seed, whatever its neighbours in the pass
+            assert difference.mean() < 1.0, difference.mean()
+        else:
+            assert not difference.any()
 
 
 async def test_other_task_types_run_procedurally_and_the_server_says_so(

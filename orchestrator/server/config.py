@@ -66,7 +66,9 @@ class DiffusionSettings:
     ``modelId``. ``device`` ``None`` picks CUDA when present (float16), else the CPU
     (float32); ``dtype`` overrides the choice. ``controlnets`` maps a preprocessor name
     (``canny``, ``depth_midas``, ...) to a ControlNet model directory; ``lora_dir`` holds
-    LoRA files named by their model id. ``max_batch`` images share one forward pass.
+    LoRA files named by their model id. ``max_batch`` images share one forward pass;
+    with ``batch_tasks``, images of different text-to-image tasks may share it too (faster
+    under load, but an image then depends on its batch by a rounding step here and there).
     """
 
     model_dir: str | None = None
@@ -75,6 +77,7 @@ class DiffusionSettings:
     controlnets: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     lora_dir: str | None = None
     max_batch: int = 4
+    batch_tasks: bool = False
 
     @classmethod
     def of(cls, value: DiffusionSettings | Mapping[str, Any] | None) -> DiffusionSettings:

@@ -3,11 +3,17 @@
 Theory of operation
 ===================
 
-The server runs :meth:`DiffusersBackend.run` in a worker thread, one job at a time per device
-(``concurrency = 1``: two jobs on one GPU only slow each other down and double the memory).
-A generation task becomes one pipeline call per batch of at most ``max_batch`` results,
-each result ``i`` drawn from its own generator seeded ``seed + i``, so an image is the same
-whether it was made alone, in a batch, or again after a resume.
+The server runs :meth:`DiffusersBackend.run` in worker threads, and every pipeline call goes
+through one :class:`~.device.Device`: one call at a time (two on one GPU only slow each other
+down and double the memory). A generation task becomes one call per batch of at most
+``max_batch`` results, each result ``i`` drawn from its own generator seeded ``seed + i``, so
+the same seed gives the same bytes on every run and after a resume.
+
+With ``batch_tasks`` on, plain text-to-image tasks of the same size, steps, guidance and
+scheduler that queue behind a running call share the next forward pass (the server runs
+``max_batch`` jobs at once so that they can queue). It is off by default: an image made in a
+batch of other prompts differs from the same seed made alone by a rounding step here and
+there, and byte-identical repeats are what most users of a seed expect.
 
 The pipeline's step callback reports each denoising step (``JobContext.progress``), which
 raises :class:`JobCancelled` once the task is cancelled: the exception leaves the pipeline
@@ -41,13 +47,15 @@ from ..backends import (
     ProceduralBackend,
 )
 from ..config import DiffusionSettings
+from .device import Device, Work
 from .pipelines import Pipelines, lora_file_name
-from .schedulers import make_scheduler, refusal
+from .schedulers import SCHEDULER_MAP, refusal
 
 __all__ = ["DiffusersBackend"]
 
 _SEED_SPACE: Final = 2**64  # torch generators take seeds in [0, 2**64)
 _INIT_TYPES: Final = (TaskType.IMAGE_TO_IMAGE, TaskType.CONTROLNET_IMAGE_TO_IMAGE)
+_PER_TASK: Final = frozenset({"prompt", "negative_prompt"})  # what may differ in a shared pass
 
 
 class DiffusersBackend:
@@ -59,11 +67,14 @@ class DiffusersBackend:
 
     name: ClassVar[str] = "diffusers"
     blocking: ClassVar[bool] = True
-    concurrency: ClassVar[int] = 1
 
     def __init__(self, settings: DiffusionSettings) -> None:
         self.pipelines = Pipelines(settings)
         self._max_batch = max(1, settings.max_batch)
+        self._batch_tasks = settings.batch_tasks
+        # Jobs at once: one, unless tasks may share a pass (they must queue to share).
+        self.concurrency = self._max_batch if self._batch_tasks else 1
+        self.device = Device(lambda: self.pipelines.default_scheduler, self._max_batch)
         self._procedural = ProceduralBackend()
 
     def open(self) -> None:
@@ -76,7 +87,8 @@ class DiffusersBackend:
         nets = ", ".join(f"{name} ({path})" for name, path in p.controlnet_dirs.items())
         return [
             f"backend: diffusers, {p.family} from {p.model_dir} on {p.device}, "
-            f"batches of up to {self._max_batch}",
+            f"batches of up to {self._max_batch} images"
+            + (", shared between tasks" if self._batch_tasks else ""),
             f"controlnet: {nets or 'no models given (ControlNet tasks are refused)'}",
             f"lora: {p.settings.lora_dir or 'no lora_dir given (LoRA tasks are refused)'}",
             "upscale, background removal, captions, prompt enhancement: procedural "
@@ -93,25 +105,29 @@ class DiffusersBackend:
     def _generate(self, job: Job, task: NewTask, ctx: JobContext) -> None:
         pipe, inputs = self._plan(job, task)
         kept = _kept_region(job, task)
+        key = self._sharing_key(pipe, task, inputs)
         for batch in _batches(range(job.first, task.number_results), self._max_batch):
             seeds = [(job.seed + index) % _SEED_SPACE for index in batch]
-            template = self.pipelines.default_scheduler
-            pipe.scheduler = make_scheduler(template, task.scheduler_id, seeds[0])
-            with torch.inference_mode():
-                result = pipe(
-                    **inputs,
-                    num_images_per_prompt=len(batch),
-                    generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                    output_type="np",
-                    callback_on_step_end=_reporter(ctx),
-                )
-            for index, seed, pixels in zip(batch, seeds, _to_pixels(result.images), strict=True):
+            work = Work(pipe, inputs, seeds, task.scheduler_id, ctx, key)
+            images = self.device.run(work)
+            for index, seed, pixels in zip(batch, seeds, _to_pixels(images), strict=True):
                 if kept is not None:
                     pixels = kept(pixels)
                 data = imaging.encode(pixels, job.output_format)
                 width, height = pixels.shape[1], pixels.shape[0]
                 output = ImageOutput(index, data, job.output_format, width, height, seed)
                 ctx.emit(output)
+
+    def _sharing_key(self, pipe: Any, task: NewTask, inputs: dict[str, Any]) -> Any:
+        # What must be equal for two tasks to share a pass: everything but the prompts.
+        # Only plain text-to-image shares: guides, masks, init images, LoRAs and embeddings
+        # are per task, and an SDE sampler's noise follows one seed for the whole batch.
+        plain = task.task_type is TaskType.TEXT_TO_IMAGE and not task.control_net
+        seeded = SCHEDULER_MAP[task.scheduler_id or 1].seeded
+        if not self._batch_tasks or not plain or task.lora or seeded or "prompt" not in inputs:
+            return None
+        shared = sorted((k, v) for k, v in inputs.items() if k not in _PER_TASK)
+        return (id(pipe), task.scheduler_id, tuple(shared))
 
     def _plan(self, job: Job, task: NewTask) -> tuple[Any, dict[str, Any]]:
         # The pipeline and its arguments, or a refusal before any step runs.
@@ -210,17 +226,7 @@ def _batches(indices: range, size: int) -> Iterator[Sequence[int]]:
         yield batch
 
 
-def _reporter(ctx: JobContext) -> Callable[..., dict[str, Any]]:
-    # Diffusers calls this after each denoising step; ``progress`` raises once the task is
-    # cancelled, which leaves the pipeline's loop at once.
-    def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        ctx.progress(step + 1, pipe.num_timesteps)
-        return tensors
-
-    return on_step_end
-
-
-def _to_pixels(images: np.ndarray[Any, Any]) -> list[imaging.Pixels]:
+def _to_pixels(images: Sequence[np.ndarray[Any, Any]]) -> list[imaging.Pixels]:
     as_bytes = (np.asarray(images) * 255).round().clip(0, 255).astype(np.uint8)
     return list(as_bytes)
 
