@@ -107,6 +107,7 @@ __all__ = [
     "PreprocessOptions",
     "Progress",
     "RemoveBackground",
+    "RunProgress",
     "TaskDone",
     "TaskFailed",
     "TaskHandle",

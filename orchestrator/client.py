@@ -7,19 +7,11 @@ when no endpoint is given, an embedded reference server on 127.0.0.1.
 from __future__ import annotations
 
 import random
-from collections import deque
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterable,
-    AsyncIterator,
-    Iterable,
-    Mapping,
-    Sequence,
-)
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Unpack, cast, overload
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 import anyio
 from anyio.abc import TaskGroup
@@ -29,11 +21,12 @@ from protocol.identity import new_task_uuid
 from protocol.messages import ControlNet, TaskRequest
 
 from .config import Config
-from .errors import InvalidState, LocalProtocolError, OrchestratorError, UsageError
+from .errors import InvalidState, OrchestratorError, UsageError
 from .handle import Submission, TaskHandle
 from .inputs import TASK_REQUESTS, check_deadline, check_ws_url, embedded_server, fetch_image
+from .mapping import MapRun
 from .pool import Pool, Stats
-from .results import TaskResult
+from .results import RunProgress, TaskResult
 from .specs import (
     ControlNetImage,
     EnhancePrompt,
@@ -268,7 +261,11 @@ class Orchestrator:
 
     @overload
     def map(
-        self, tasks: Iterable[Task] | AsyncIterable[Task], *, concurrency: int | None = ...
+        self,
+        tasks: Iterable[Task] | AsyncIterable[Task],
+        *,
+        concurrency: int | None = ...,
+        on_progress: Callable[[RunProgress], None] | None = ...,
     ) -> AsyncIterator[TaskResult]: ...
 
     @overload
@@ -278,14 +275,16 @@ class Orchestrator:
         *,
         concurrency: int | None = ...,
         return_exceptions: bool,
+        on_progress: Callable[[RunProgress], None] | None = ...,
     ) -> AsyncIterator[TaskResult | OrchestratorError]: ...
 
-    async def map(
+    def map(
         self,
         tasks: Iterable[Task] | AsyncIterable[Task],
         *,
         concurrency: int | None = None,
         return_exceptions: bool = False,
+        on_progress: Callable[[RunProgress], None] | None = None,
     ) -> AsyncIterator[Any]:
         """Run many tasks, at most ``concurrency`` at a time; yield results as they finish.
 
@@ -293,63 +292,13 @@ class Orchestrator:
         yielded, so an endless generator is fine. A failed task (or one whose input breaks
         a rule) raises its error, cancelling the others; with ``return_exceptions=True``
         the error is yielded in its place instead.
-        Leaving the loop early cancels the tasks still running.
+        Leaving the loop early cancels the tasks still running. ``on_progress`` is called
+        with a :class:`RunProgress` (done, failed, in flight, and the total when the source
+        has a length) as each task is submitted or finishes.
         """
         limit = concurrency or self.config.limits.in_flight
-        finished: deque[TaskHandle] = deque()
-        active: set[TaskHandle] = set()
-        wake: list[anyio.Event] = []
-
-        def on_done(handle: TaskHandle) -> None:
-            finished.append(handle)
-            if wake:
-                wake.pop().set()
-
-        # A plain iterable is pulled with next(): no coroutine per task.
-        sync_source = None if isinstance(tasks, AsyncIterable) else iter(tasks)
-        async_source = aiter(tasks) if isinstance(tasks, AsyncIterable) else None
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(active) < limit:
-                    if sync_source is not None:
-                        task = next(sync_source, _END)
-                    else:
-                        assert async_source is not None
-                        task = await anext(async_source, _END)
-                    if task is _END:
-                        exhausted = True
-                        break
-                    try:
-                        handle = await self._submit(cast(Task, task), None)
-                    except LocalProtocolError as exc:  # this task's input broke a rule
-                        if not return_exceptions:
-                            raise
-                        yield exc
-                        continue
-                    active.add(handle)
-                    handle.add_done_callback(on_done)
-                if not finished:
-                    if exhausted and not active:
-                        return
-                    event = anyio.Event()
-                    wake.append(event)
-                    await event.wait()
-                    continue
-                while finished:
-                    handle = finished.popleft()
-                    active.discard(handle)
-                    try:
-                        yield handle.result_nowait()
-                    except OrchestratorError as exc:
-                        if not return_exceptions:
-                            raise
-                        yield exc
-        finally:
-            for handle in active:
-                handle.cancel()
-            if isinstance(async_source, AsyncGenerator):
-                await async_source.aclose()
+        run = MapRun(lambda task: self._submit(task, None), limit, on_progress)
+        return run.results(tasks, return_exceptions=return_exceptions)
 
     # -- one method per task type: each returns the TaskResult --
 
@@ -495,6 +444,3 @@ class Orchestrator:
         """Make a ControlNet guide image (``result.image``); see :class:`PreprocessControlNet`."""
         spec = PreprocessControlNet(preprocessor=preprocessor, **options)
         return await self.run(spec, deadline=deadline)
-
-
-_END = object()  # the end of map()'s source

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 
 from protocol.dialects import DEFAULT_DIALECT, DIALECTS
 from protocol.retry import Backoff
-from protocol.tables import ERRORS, KNOWN_EXTENSIONS
+from protocol.tables import DEFAULT_EXTENSIONS, ERRORS, KNOWN_EXTENSIONS
 
 from .errors import UsageError
 
@@ -136,7 +136,8 @@ class Config:
 
     Attributes:
         timeouts, limits, backoff: see their classes.
-        extensions: protocol extensions to ask for; servers may accept fewer.
+        extensions: protocol extensions to ask for (all but ``preview`` by default);
+            servers may accept fewer.
         compression: permessage-deflate; off by default (it costs CPU on fast links).
         retry_error_ids: a task failed with one of these errorIds is sent again after a
             backoff, until its deadline: by default those the error table calls retryable
@@ -151,7 +152,7 @@ class Config:
     timeouts: Timeouts = field(default_factory=Timeouts)
     limits: Limits = field(default_factory=Limits)
     backoff: Backoff = field(default_factory=Backoff)
-    extensions: frozenset[str] = KNOWN_EXTENSIONS
+    extensions: frozenset[str] = DEFAULT_EXTENSIONS
     compression: bool = False
     retry_error_ids: frozenset[int] = RETRYABLE_ERROR_IDS
     delivery: DeliverySettings = field(default_factory=DeliverySettings)

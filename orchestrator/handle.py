@@ -9,6 +9,7 @@ reaches the handle through the connection and the pool.
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator
 from typing import Any, Protocol
 
@@ -30,6 +31,41 @@ from .results import (
 from .specs import TaskSpec
 
 __all__ = ["Submission", "TaskHandle"]
+
+
+class _EventLog:
+    """The events of a streamed task in order, each numbered, for readers to resume after.
+
+    A progress step replaces the last one kept for the same image: a reader wants the
+    latest step, and a slow reader must not make the log grow by one entry per step. So
+    the log holds the task's results and at most one step per image, however slowly it is
+    read (and however many readers there are, each at its own place)."""
+
+    __slots__ = ("events", "numbers", "next")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.numbers = list(range(len(events)))
+        self.next = len(events)
+
+    def append(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            self._drop_step(event.image_index)
+        self.events.append(event)
+        self.numbers.append(self.next)
+        self.next += 1
+
+    def _drop_step(self, image_index: int) -> None:
+        events = self.events
+        for i in range(len(events) - 1, -1, -1):
+            old = events[i]
+            if isinstance(old, Progress) and old.image_index == image_index:
+                del events[i], self.numbers[i]
+                return
+
+    def after(self, number: int) -> int:
+        """The position of the first event numbered after ``number``."""
+        return bisect_right(self.numbers, number)
 
 
 class _Owner(Protocol):
@@ -81,7 +117,7 @@ class TaskHandle:
         self.task = task
         self._images: list[GeneratedImage] | None = None
         self._texts: list[str] | None = None
-        self._log: list[Event] | None = None  # kept once someone streams events
+        self._log: _EventLog | None = None  # kept once someone streams events
         self._progress: Progress | None = None  # until then, only the latest step
         self._result: TaskResult | None = None
         self._error: OrchestratorError | None = None
@@ -123,17 +159,27 @@ class TaskHandle:
         raise InvalidState(f"task {self.task_uuid} has not finished")
 
     async def events(self) -> AsyncIterator[Event]:
-        """Yield every event of the task from its start, ending with TaskDone or TaskFailed."""
+        """Yield the task's events from its start, ending with TaskDone or TaskFailed.
+
+        Every result is yielded once; of the progress steps, those that a newer step of the
+        same image replaced before this reader reached them are skipped (so a slow reader
+        costs the task a bounded log: its results and one step per image)."""
         log = self._event_log()
-        index = 0
+        number = -1
         while True:
-            while index < len(log):
-                event = log[index]
-                index += 1
+            position = log.after(number)
+            while position < len(log.events):
+                event, number = log.events[position], log.numbers[position]
                 yield event
                 if isinstance(event, TaskDone | TaskFailed):
                     return
+                position = log.after(number)  # steps may have been replaced meanwhile
             await self._wait()
+
+    @property
+    def buffered_events(self) -> int:
+        """How many events the handle holds for its readers (0 until someone streams)."""
+        return 0 if self._log is None else len(self._log.events)
 
     @property
     def images(self) -> tuple[GeneratedImage, ...]:
@@ -179,16 +225,18 @@ class TaskHandle:
             self._images = [ready]
         else:
             self._images.append(ready)
+        index = len(self._images) - 1
         if self._log is not None:
-            self._emit(ImageReady(self.task_uuid, ready))
+            self._emit(ImageReady(self.task_uuid, ready, index))
         if self.deliveries is not None:
-            self.deliveries.image(ready, len(self._images) - 1)
+            self.deliveries.image(ready, index)
 
     def record_delivery(self, image: GeneratedImage, delivery: Delivery) -> None:
         """A delivery of one of the task's images ended (well or not)."""
         image.deliveries += (delivery,)
         if self._log is not None:
-            self._emit(ImageDelivered(self.task_uuid, image, delivery))
+            index = next((i for i, x in enumerate(self._images or ()) if x is image), 0)
+            self._emit(ImageDelivered(self.task_uuid, image, delivery, index))
 
     def deliver_text(self, text: str) -> None:
         """Record a new text."""
@@ -197,7 +245,7 @@ class TaskHandle:
         else:
             self._texts.append(text)
         if self._log is not None:
-            self._emit(TextReady(self.task_uuid, text))
+            self._emit(TextReady(self.task_uuid, text, len(self._texts) - 1))
 
     def deliver_reply(self, reply: NewUploadedImageUUID | PreProcessControlNetResult) -> None:
         """Record the image an upload or preprocessing reply names."""
@@ -210,7 +258,8 @@ class TaskHandle:
         """Record a progress step (the protocol's event is the public one). While nobody
         streams the events, only the latest step is kept, and without its preview."""
         if self._log is None:
-            self._progress = Progress(progress.task_uuid, progress.step, progress.steps)
+            task, step, steps = progress.task_uuid, progress.step, progress.steps
+            self._progress = Progress(task, step, steps, None, progress.image_index)
         else:
             self._emit(progress)
 
@@ -260,19 +309,20 @@ class TaskHandle:
         for callback in callbacks or ():
             callback(self)
 
-    def _event_log(self) -> list[Event]:
+    def _event_log(self) -> _EventLog:
         # Events are kept only once someone streams them; until then the log is rebuilt
         # from the results (and the latest progress step, the only one kept).
         if self._log is None:
+            uuid = self.task_uuid
             log: list[Event] = [] if self._progress is None else [self._progress]
             self._progress = None
-            log += [ImageReady(self.task_uuid, i) for i in self._images or ()]
-            log += [TextReady(self.task_uuid, t) for t in self._texts or ()]
+            log += [ImageReady(uuid, image, i) for i, image in enumerate(self._images or ())]
+            log += [TextReady(uuid, text, i) for i, text in enumerate(self._texts or ())]
             if self._result is not None:
                 log.append(TaskDone(self._result))
             elif self._error is not None:
-                log.append(TaskFailed(self.task_uuid, self._error))
-            self._log = log
+                log.append(TaskFailed(uuid, self._error))
+            self._log = _EventLog(log)
         return self._log
 
     def _emit(self, event: Event) -> None:

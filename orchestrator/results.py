@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -25,6 +26,7 @@ __all__ = [
     "ImageDelivered",
     "ImageReady",
     "Progress",
+    "RunProgress",
     "TaskDone",
     "TaskFailed",
     "TaskResult",
@@ -183,27 +185,58 @@ class TaskResult:
 
 @dataclass(slots=True)
 class ImageReady:
-    """An image of the task exists; delivered once."""
+    """The task's image ``index`` (0-based, in delivery order) exists; delivered once."""
 
     task_uuid: str
     image: GeneratedImage
+    index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "imageReady", "taskUUID", "index", "image": {...}}``."""
+        return {
+            "type": "imageReady",
+            "taskUUID": self.task_uuid,
+            "index": self.index,
+            "image": image_json(self.image),
+        }
 
 
 @dataclass(slots=True)
 class ImageDelivered:
-    """One delivery of an image finished (``delivery.ok`` says whether it got there)."""
+    """One delivery of image ``index`` finished (``delivery.ok`` says whether it got there)."""
 
     task_uuid: str
     image: GeneratedImage
     delivery: Delivery
+    index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "imageDelivered", "taskUUID", "index", "imageUUID", "delivery"}``."""
+        return {
+            "type": "imageDelivered",
+            "taskUUID": self.task_uuid,
+            "index": self.index,
+            "imageUUID": self.image.image_uuid,
+            "delivery": delivery_json(self.delivery),
+        }
 
 
 @dataclass(slots=True)
 class TextReady:
-    """A text (caption or enhanced prompt) of the task; delivered once."""
+    """The task's text ``index`` (a caption or an enhanced prompt); delivered once."""
 
     task_uuid: str
     text: str
+    index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "textReady", "taskUUID", "index", "text"}``."""
+        return {
+            "type": "textReady",
+            "taskUUID": self.task_uuid,
+            "index": self.index,
+            "text": self.text,
+        }
 
 
 @dataclass(slots=True)
@@ -211,6 +244,18 @@ class TaskDone:
     """The task finished; the last event."""
 
     result: TaskResult
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "taskDone", "taskUUID", "images": [...], "texts", "cost", "endpoint"}``."""
+        result = self.result
+        return {
+            "type": "taskDone",
+            "taskUUID": result.task_uuid,
+            "images": [image_json(image) for image in result.images],
+            "texts": list(result.texts),
+            "cost": result.cost,
+            "endpoint": result.endpoint,
+        }
 
 
 @dataclass(slots=True)
@@ -220,6 +265,84 @@ class TaskFailed:
     task_uuid: str
     error: OrchestratorError
 
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "taskFailed", "taskUUID", "error": {"type", "message", ...}}``."""
+        return {"type": "taskFailed", "taskUUID": self.task_uuid, "error": error_json(self.error)}
 
-#: What ``TaskHandle.events()`` yields. ``Progress`` is the protocol's own event.
+
+@dataclass(slots=True)
+class RunProgress:
+    """Where a run of many tasks stands (``Orchestrator.map``'s ``on_progress``, and bulk
+    runs'): tasks ``done`` and ``failed`` so far, ``in_flight`` now, of ``total`` (None
+    while the source's length is unknown)."""
+
+    done: int
+    failed: int
+    in_flight: int
+    total: int | None = None
+
+    @property
+    def finished(self) -> int:
+        """Tasks that need nothing more (done or failed)."""
+        return self.done + self.failed
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "runProgress", "done", "failed", "inFlight", "total"}``."""
+        return {
+            "type": "runProgress",
+            "done": self.done,
+            "failed": self.failed,
+            "inFlight": self.in_flight,
+            "total": self.total,
+        }
+
+
+def image_json(image: GeneratedImage) -> dict[str, Any]:
+    """An image's JSON form (the bytes are left out: ``url`` says where they are)."""
+    return {
+        "imageUUID": image.image_uuid,
+        "url": image.url,
+        "taskUUID": image.task_uuid,
+        "seed": None if image.seed is None else str(image.seed),  # beyond 2**53: a string
+        "nsfw": image.nsfw,
+        "altText": image.alt_text,
+        "cost": image.cost,
+        "uploadedTo": image.uploaded_to,
+        "deliveries": [delivery_json(d) for d in image.deliveries],
+    }
+
+
+def delivery_json(delivery: Delivery) -> dict[str, Any]:
+    """A delivery's JSON form (``error`` is the message, or None)."""
+    error = delivery.error
+    return {
+        "sink": delivery.sink,
+        "location": delivery.location,
+        "bytes": delivery.bytes,
+        "sha256": delivery.sha256,
+        "attempts": delivery.attempts,
+        "ok": error is None,
+        "error": None if error is None else str(error),
+        "width": delivery.width,
+        "height": delivery.height,
+    }
+
+
+def error_json(error: OrchestratorError) -> dict[str, Any]:
+    """An error's JSON form: its class, its message, and the server's ids when it sent them."""
+    out: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+    names = (
+        ("error_id", "errorId"),
+        ("error_code", "errorCode"),
+        ("error_message", "errorMessage"),
+    )
+    for name, key in names:
+        value = getattr(error, name, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+#: What ``TaskHandle.events()`` yields. ``Progress`` is the protocol's own event. Each has
+#: ``to_json()``: a dict of JSON types with a ``type`` key (README, "Events").
 Event = Progress | ImageReady | ImageDelivered | TextReady | TaskDone | TaskFailed

@@ -543,12 +543,17 @@ class NewImages(_Response):
 
 
 class NewProgress(_Response):
-    """``newProgress`` (the ``progress`` extension): a step of a running task."""
+    """``newProgress`` (the ``progress`` extension): a step of a running task.
+
+    ``imageIndex`` (ours) says which of the task's results the step is of (0-based, in the
+    order they are delivered); a server that leaves it out makes them one after another.
+    ``previewBase64`` (the ``preview`` extension) is a small JPEG of that image so far."""
 
     wire_name: ClassVar[str] = "newProgress"
     task_uuid: str = Field(alias="taskUUID")
     step: Annotated[int, Strict(), Field(ge=0)]
     steps: Annotated[int, Strict(), Field(ge=1)]
+    image_index: Annotated[int, Strict(), Field(ge=0)] | None = Field(None, alias="imageIndex")
     preview_base64: str | None = Field(None, alias="previewBase64", repr=False)
 
 

@@ -166,12 +166,32 @@ class TextReceived:
 
 @dataclass(slots=True)
 class Progress:
-    """A step of a running task (the ``progress`` extension)."""
+    """A step of a running task (the ``progress`` extension): ``step`` of ``steps`` of the
+    task's result ``image_index`` (0-based, in delivery order; from the server's
+    ``imageIndex``, else the number of results delivered so far). ``preview_base64`` is a
+    small JPEG of that image so far, when the ``preview`` extension was accepted."""
 
     task_uuid: str
     step: int
     steps: int
     preview_base64: str | None = None
+    image_index: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"type": "progress", "taskUUID", "imageIndex", "step", "steps", "preview"}``;
+        ``preview`` is a ``data:`` URI, or None."""
+        preview = self.preview_base64
+        if preview is not None:
+            kind = "png" if preview.startswith("iVBOR") else "jpeg"
+            preview = f"data:image/{kind};base64,{preview}"
+        return {
+            "type": "progress",
+            "taskUUID": self.task_uuid,
+            "imageIndex": self.image_index,
+            "step": self.step,
+            "steps": self.steps,
+            "preview": preview,
+        }
 
 
 @dataclass(slots=True)
@@ -542,9 +562,14 @@ class Session:
         return events
 
     def _on_progress(self, message: NewProgress) -> list[Event]:
-        if message.task_uuid not in self._pending:
+        pending = self._pending.get(message.task_uuid)
+        if pending is None:
             return [UnknownTask(message.task_uuid, message.wire_name)]
-        return [Progress(message.task_uuid, message.step, message.steps, message.preview_base64)]
+        index = message.image_index
+        if index is None:  # a server that makes its results one after another
+            index = pending.count if isinstance(pending, _Pending) else 0
+        task, step, steps = message.task_uuid, message.step, message.steps
+        return [Progress(task, step, steps, message.preview_base64, index)]
 
     def _on_error(self, error: ErrorMessage) -> list[Event]:
         task_uuid = error.task_uuid

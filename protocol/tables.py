@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "ERRORS",
     "GUIDANCE_MAX",
+    "DEFAULT_EXTENSIONS",
     "KNOWN_EXTENSIONS",
     "LANGUAGES",
     "MODEL_FAMILIES",
@@ -98,7 +99,13 @@ EXTENSIONS_MAX: Final = 16
 EXTENSION_NAME_MAX_LENGTH: Final = 64
 
 #: Extensions this package understands, negotiated in ``newConnection`` (DESIGN section 3).
-KNOWN_EXTENSIONS: Final = frozenset({"seed", "progress", "cancel", "taskErrors", "resume"})
+#: ``preview``: progress frames carry a small JPEG of the image so far (``previewBase64``).
+KNOWN_EXTENSIONS: Final = frozenset(
+    {"seed", "progress", "preview", "cancel", "taskErrors", "resume"}
+)
+#: What a client asks for unless told otherwise: all of them but ``preview``, which costs the
+#: server an encode per step and the socket a few KB per step (a UI asks for it).
+DEFAULT_EXTENSIONS: Final = KNOWN_EXTENSIONS - {"preview"}
 
 
 # -- sizes ---------------------------------------------------------------------------------

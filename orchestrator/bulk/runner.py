@@ -60,19 +60,13 @@ from ..errors import (
     UsageError,
 )
 from ..handle import TaskHandle
+from ..results import RunProgress
 from ..vocabularies import steps
 from . import ledger as records
 from .foreign import normalizer
 from .ledger import Ledger, LedgerRow
 from .manifest import outputs, rebuild
-from .resume import (
-    InputChanged,
-    check_unchanged,
-    exclusive,
-    fingerprint,
-    sweep_temporary,
-    walk,
-)
+from .resume import InputChanged, check_unchanged, exclusive, fingerprint, sweep_temporary, walk
 from .rows import BadRow, Format, Row, count_rows, detect_format, one_line, read
 
 __all__ = ["BulkRun", "Counts", "Summary"]
@@ -101,6 +95,10 @@ class Counts:
     def finished(self) -> int:
         """Rows that need nothing more (done, failed or invalid)."""
         return self.done + self.failed + self.invalid
+
+    def progress(self) -> RunProgress:
+        """Where the run stands, as ``map`` says it (invalid rows count as failed)."""
+        return RunProgress(self.done, self.failed + self.invalid, self.in_flight, self.total)
 
 
 @dataclass(slots=True)

@@ -23,11 +23,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final, Protocol
 
 import numpy as np
+from PIL import Image as PILImage
 
 from protocol import (
     NewImageUpload,
@@ -54,12 +56,15 @@ __all__ = [
     "JobContext",
     "JobError",
     "Output",
+    "PREVIEW_SIDE",
+    "PreviewFn",
     "ProceduralBackend",
     "SourceImage",
     "TextOutput",
     "describe",
     "image_format",
     "parse_image_base64",
+    "preview_jpeg",
     "worker_count",
 ]
 
@@ -136,14 +141,22 @@ class BackendError(Exception):
     """A backend that cannot start: its extra is missing, or its weights are not there."""
 
 
+#: Makes a preview of an image in the making: called only when the client asked for them.
+PreviewFn = Callable[[], bytes | None]
+
+
 class JobContext(Protocol):
     """What a running job reports to; safe to call from a worker thread."""
 
     def emit(self, output: Output) -> None:
         """Deliver one result now."""
 
-    def progress(self, step: int, steps: int) -> None:
-        """Report a step; raise :class:`JobCancelled` if the task was cancelled."""
+    def progress(
+        self, step: int, steps: int, index: int = 0, preview: PreviewFn | None = None
+    ) -> None:
+        """Report step ``step`` of ``steps`` of result ``index``; ``preview`` makes a small
+        JPEG of it so far (see :func:`preview_jpeg`), called only for a client that asked
+        for previews. Raise :class:`JobCancelled` if the task was cancelled."""
 
 
 class Backend(Protocol):
@@ -157,6 +170,18 @@ class Backend(Protocol):
 
 
 # -- shared helpers ------------------------------------------------------------------------
+
+#: The longer side of a preview, in pixels: enough for a card, a few KB a step.
+PREVIEW_SIDE: Final = 128
+
+
+def preview_jpeg(pixels: imaging.Pixels) -> bytes:
+    """A small JPEG of ``pixels`` (an image in the making), for the ``preview`` extension."""
+    image = PILImage.fromarray(np.ascontiguousarray(pixels[..., :3]))
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), PILImage.Resampling.BILINEAR)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=70)
+    return buffer.getvalue()
 
 
 def image_format(data: bytes) -> str | None:
@@ -219,6 +244,10 @@ class ProceduralBackend:
         positive, negative = task.positive_prompt, task.negative_prompt
         for index in range(job.first, task.number_results):
             seed = job.seed + index
+
+            def progress(step: int, steps: int, so_far: imaging.Pixels, index: int = index) -> None:
+                ctx.progress(step, steps, index, functools.partial(preview_jpeg, so_far))
+
             pixels = imaging.render(
                 positive,
                 seed,
@@ -229,7 +258,7 @@ class ProceduralBackend:
                 guidance=task.g_scale,
                 avoid=negative,
                 style=task.style_id,
-                progress=ctx.progress,
+                progress=progress,
             )
             pixels = self._condition(job, task, pixels)
             data = imaging.encode(pixels, job.output_format)

@@ -73,7 +73,7 @@ COLOURS: Final[dict[str, tuple[int, int, int]]] = {
 # Colours a caption may name: the palette above without its synonym.
 _NAMED: Final = {k: v for k, v in COLOURS.items() if k != "grey"}
 
-ProgressFn = Callable[[int, int], None]
+ProgressFn = Callable[[int, int, Pixels], None]  # step, steps, the image so far
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -164,8 +164,8 @@ def render(
 
     Colours named in ``avoid`` (the negative prompt) are left out of the palette; ``style``
     picks another layout. ``guidance`` (0-10) sets how strongly the prompt's shapes stand
-    out. The image is assembled in ``steps`` horizontal bands, and ``progress(step, steps)``
-    is called after each (it may raise to cancel).
+    out. The image is assembled in ``steps`` horizontal bands over the background, and
+    ``progress(step, steps, pixels_so_far)`` is called after each (it may raise to cancel).
     """
     common = math.gcd(width, height)  # the aspect ratio: one layout at every scale
     rng = _rng("render", prompt, seed, width // common, height // common, model, avoid, style)
@@ -175,14 +175,14 @@ def render(
     _draw_shapes(ImageDraw.Draw(shapes), rng, palette, width, height)
     drawn = np.asarray(shapes)
     alpha = 0.5 + 0.05 * min(max(guidance, 0.0), 10.0)
-    out = np.empty_like(base)
+    out = base.copy()  # what a preview shows of the bands not yet drawn
     bounds = np.linspace(0, height, max(1, steps) + 1).astype(int)
     for step, (top, bottom) in enumerate(zip(bounds[:-1], bounds[1:], strict=True), 1):
         band = drawn[top:bottom].astype(np.float32) * alpha
         band += base[top:bottom].astype(np.float32) * (1 - alpha)
         out[top:bottom] = band.astype(np.uint8)
         if progress is not None:
-            progress(step, len(bounds) - 1)
+            progress(step, len(bounds) - 1, out)
     return out
 
 

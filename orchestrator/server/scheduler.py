@@ -32,7 +32,6 @@ from functools import partial
 from typing import Final
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
@@ -68,6 +67,7 @@ from .backends import (
 )
 from .config import ServerConfig
 from .connection import Connection
+from .contexts import InlineContext, ThreadContext
 from .delivery import Delivery
 from .push import Pusher, PushError
 from .spawn import Spawner
@@ -95,45 +95,6 @@ log = logging.getLogger("orchestrator.server")
 #: without it a worker holds the loop until the queue is empty, and results leave in bursts.
 TASKS_PER_TURN: Final = 16
 _GENERATION_COST_STEPS: Final = 1  # upscale and background removal price as one step
-
-
-class _InlineContext:
-    """Job context for backends that run on the loop: outputs are collected, then published."""
-
-    def __init__(self) -> None:
-        self.outputs: list[Output] = []
-
-    def emit(self, output: Output) -> None:
-        self.outputs.append(output)
-
-    def progress(self, step: int, steps: int) -> None:
-        pass
-
-
-class _ThreadContext:
-    """Job context for worker threads: each call runs on the loop and waits for it.
-
-    A job whose task was cancelled or failed (a shutdown fails them all) stops at its next
-    call, and never calls into a loop that may be gone.
-    """
-
-    def __init__(self, scheduler: Scheduler, record: TaskRecord) -> None:
-        self._scheduler = scheduler
-        self._record = record
-        self._progress = "progress" in record.session.extensions
-
-    def _check(self) -> None:
-        if self._record.is_finished:
-            raise JobCancelled(self._record.uuid)
-
-    def emit(self, output: Output) -> None:
-        self._check()
-        anyio.from_thread.run(self._scheduler.publish, self._record, output)
-
-    def progress(self, step: int, steps: int) -> None:
-        self._check()
-        if self._progress:
-            anyio.from_thread.run_sync(self._scheduler.send_progress, self._record, step, steps)
 
 
 class Scheduler:
@@ -368,7 +329,7 @@ class Scheduler:
         )
         record.sources = {}  # the job holds them now; the record outlives it
         if not self._backend.blocking:
-            context = _InlineContext()
+            context = InlineContext()
             self._backend.run(job, context)
             for output in context.outputs:
                 await self.publish(record, output)
@@ -376,7 +337,7 @@ class Scheduler:
         await anyio.to_thread.run_sync(
             self._backend.run,
             job,
-            _ThreadContext(self, record),
+            ThreadContext(self, record),
             limiter=self._limiter,
             abandon_on_cancel=True,
         )
@@ -448,11 +409,20 @@ class Scheduler:
         megapixels = image.width * image.height / 1e6
         return round(megapixels * steps * self._config.cost_per_megapixel_step, 8)
 
-    def send_progress(self, record: TaskRecord, step: int, steps: int) -> None:
-        """A step of a running job, to the record's connection if it has one."""
+    def send_progress(
+        self, record: TaskRecord, step: int, steps: int, index: int = 0, preview: str | None = None
+    ) -> None:
+        """A step of a running job's result ``index`` (with its preview, base64), to the
+        record's connection if it has one."""
         conn = record.session.connection
         if conn is not None and not record.is_finished:
-            message = NewProgress(task_uuid=record.uuid, step=step, steps=steps)
+            message = NewProgress(
+                task_uuid=record.uuid,
+                step=step,
+                steps=steps,
+                image_index=index,
+                preview_base64=preview,
+            )
             conn.send(encode(message))
 
     # -- finishing and delivering --

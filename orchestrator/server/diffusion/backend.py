@@ -108,7 +108,7 @@ class DiffusersBackend:
         key = self._sharing_key(pipe, task, inputs)
         for batch in _batches(range(job.first, task.number_results), self._max_batch):
             seeds = [(job.seed + index) % _SEED_SPACE for index in batch]
-            work = Work(pipe, inputs, seeds, task.scheduler_id, ctx, key)
+            work = Work(pipe, inputs, seeds, task.scheduler_id, ctx, key, batch[0])
             images = self.device.run(work)
             for index, seed, pixels in zip(batch, seeds, _to_pixels(images), strict=True):
                 if kept is not None:

@@ -17,25 +17,26 @@ queue behind a running call, which is exactly when sharing the pass saves time. 
 ``key`` (a task that cannot share: guides, masks, LoRAs, an SDE sampler whose noise follows
 one seed) always runs alone.
 
-Progress goes to every member of a batch after each step. A member cancelled mid-way is
+Progress goes to every image of every member after each step. A member cancelled mid-way is
 dropped from the results (its images are computed with the others and thrown away); only
 when every member is cancelled does the call stop.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
 
-from ..backends import JobCancelled, JobContext
+from ..backends import JobCancelled, JobContext, preview_jpeg
 from .schedulers import make_scheduler
 
-__all__ = ["Device", "Work"]
+__all__ = ["Device", "Work", "latent_preview"]
 
 
 @dataclass(eq=False)
@@ -48,6 +49,7 @@ class Work:
     scheduler_id: int | None
     ctx: JobContext
     key: Hashable | None = None  # equal keys may share a call; None: never
+    first_index: int = 0  # the task's result index of its first seed (progress says it)
     images: list[np.ndarray[Any, Any]] = field(default_factory=list)
     error: BaseException | None = None
     done: bool = False
@@ -145,16 +147,43 @@ def _merged(batch: list[Work]) -> dict[str, Any]:
     return inputs
 
 
+#: Stable Diffusion's four latent channels to RGB, near enough for a preview (the linear
+#: fit of decoded colours to latents that previews of SD 1.x/2.x commonly use).
+_LATENT_RGB: Final = (
+    (0.298, 0.207, 0.208),
+    (0.187, 0.286, 0.173),
+    (-0.158, 0.189, 0.264),
+    (-0.184, -0.271, -0.473),
+)
+
+
+def latent_preview(latents: Any, row: int) -> bytes | None:
+    """A preview JPEG of image ``row`` of a batch's latents, without the VAE (a few hundred
+    microseconds); None for latents that are not four channels."""
+    if latents is None or latents.ndim != 4 or latents.shape[1] != len(_LATENT_RGB):
+        return None
+    factors = torch.tensor(_LATENT_RGB, dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", latents[row].float().cpu(), factors)
+    pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    return preview_jpeg(pixels)
+
+
 def _reporter(batch: list[Work]) -> Callable[..., dict[str, Any]]:
     # Diffusers calls this after each denoising step; ``progress`` raises once a task is
     # cancelled. Alone, that leaves the pipeline's loop at once; in a batch, the others go on.
     def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        latents, row = tensors.get("latents"), 0
         for work in batch:
-            if not work.cancelled:
-                try:
-                    work.ctx.progress(step + 1, pipe.num_timesteps)
-                except JobCancelled:
-                    work.cancelled = True
+            for i in range(len(work.seeds)):
+                preview = functools.partial(latent_preview, latents, row + i)
+                if not work.cancelled:
+                    try:
+                        work.ctx.progress(
+                            step + 1, pipe.num_timesteps, work.first_index + i, preview
+                        )
+                    except JobCancelled:
+                        work.cancelled = True
+            row += len(work.seeds)
         if all(work.cancelled for work in batch):
             raise JobCancelled()
         return tensors
