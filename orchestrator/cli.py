@@ -7,6 +7,7 @@ Subcommands:
                      ``--upload`` sinks (paths, ``http(s)://`` templates, ``s3://``); embedded
                      server by default, ``--endpoint URL --api-key KEY`` for a real one
     serve            run the reference server (prints ``listening on ws://HOST:PORT`` first)
+    ui               a web page on 127.0.0.1 that streams each image and progress step
     check FILE       validate frames, one JSON object per line, as a peer would read them
 """
 
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_run(commands)
     _add_generate(commands)
     _add_serve(commands)
+    _add_ui(commands)
     return parser
 
 
@@ -439,6 +441,12 @@ def _add_serve(commands: Any) -> None:
     from .serving import add_serve
 
     add_serve(_command(commands, "serve", "run the reference server"))
+
+
+def _add_ui(commands: Any) -> None:
+    from .ui.command import add_ui
+
+    add_ui(_command(commands, "ui", "a web page that streams images as they are made"))
 
 
 def _check(args: argparse.Namespace) -> int:

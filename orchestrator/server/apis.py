@@ -26,7 +26,6 @@ way whether or not a key like it exists.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
@@ -35,7 +34,6 @@ from typing import Any, Final
 
 import anyio
 import orjson
-from anyio.abc import TaskStatus
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,7 +49,7 @@ from .push import Pusher, PushError
 from .scheduler import Scheduler
 from .state import KeyRing
 
-__all__ = ["AKI_ENDPOINTS", "HttpApis", "serve_http"]
+__all__ = ["AKI_ENDPOINTS", "HttpApis"]
 
 log = logging.getLogger("orchestrator.server")
 
@@ -335,25 +333,3 @@ def _authorization(request: Request) -> str | None:
 
 def _json(status: int, body: Mapping[str, Any]) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json")
-
-
-async def serve_http(app: Starlette, host: str, port: int, *, task_status: TaskStatus[int]) -> None:
-    """Serve ``app`` on ``host:port`` with uvicorn in this event loop until cancelled;
-    ``task_status`` gets the port (bound first, so a busy port fails the start)."""
-    import uvicorn
-
-    sock = socket.create_server((host, port), reuse_port=False)
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    config.load()
-    server = uvicorn.Server(config)
-    server.lifespan = config.lifespan_class(config)
-    # Not server.serve(): it takes over the process's signal handlers, which are the CLI's.
-    await server.startup(sockets=[sock])
-    task_status.started(sock.getsockname()[1])
-    try:
-        await server.main_loop()
-    finally:
-        server.should_exit = True
-        with anyio.CancelScope(shield=True):
-            await server.shutdown(sockets=[sock])
-        sock.close()

@@ -41,7 +41,8 @@ from protocol.codec import CLIENT_MESSAGE_NAMES, loads
 from protocol.requests import task_uuid_of, upload_endpoint
 from protocol.tables import ErrorId
 
-from .apis import HttpApis, serve_http
+from ..asgi import serve_http
+from .apis import HttpApis
 from .backends import Backend
 from .config import ServerConfig
 from .connection import Connection
