@@ -23,7 +23,7 @@ async def generate(prompt: str, count: int, out: Path, seed: int | None) -> list
     async with Orchestrator() as orch, orch.submit(task) as handle:
         async for event in handle.events():
             if isinstance(event, Progress):
-                print(f"step {event.step}/{event.steps}")
+                print(f"image {event.image_index}: step {event.step}/{event.steps}")
             elif isinstance(event, ImageReady):
                 path = out / f"{event.image.image_uuid}.jpg"
                 await anyio.Path(path).write_bytes(event.image.data() or b"")

@@ -37,6 +37,7 @@ from .results import (
     ImageDelivered,
     ImageReady,
     Progress,
+    RunProgress,
     TaskDone,
     TaskFailed,
     TaskResult,

@@ -281,6 +281,24 @@ async def test_cancel_stops_the_pipeline_mid_way(weights: dict[str, Path]) -> No
     assert pixels_of(after).shape == (64, 64, 3)
 
 
+async def test_each_step_names_its_image_and_previews_the_latents(
+    weights: dict[str, Path],
+) -> None:
+    async with serving(weights) as server:
+        async with client(server, extensions=["progress", "preview"]) as raw:
+            task = await raw.task(**{**SMALL, "numberResults": 2})
+            frames = await raw.until(lambda f: sum("newImages" in x for x in f) >= 2, skip=())
+    steps = [f["newProgress"] for f in frames if "newProgress" in f]
+    assert [(p["imageIndex"], p["step"]) for p in steps] == [
+        (index, step)
+        for step in range(1, 5)
+        for index in (0, 1)  # one batch: both each step
+    ]
+    assert all(p["taskUUID"] == task for p in steps)
+    preview = Image.open(io.BytesIO(base64.b64decode(steps[-1]["previewBase64"])))
+    assert preview.format == "JPEG" and max(preview.size) <= 128
+
+
 async def test_one_job_at_a_time_on_the_device(weights: dict[str, Path]) -> None:
     async with serving(weights, workers=4) as server:
         async with client(server, extensions=["progress"]) as raw:

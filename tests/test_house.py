@@ -92,15 +92,25 @@ def test_no_import_cycle_among_our_modules() -> None:
         assert cycle_from(name, edges) is None, " -> ".join(cycle_from(name, edges) or [])
 
 
+#: Leaf modules both sides use (serving an ASGI app): they import nothing of ours.
+SHARED = ("orchestrator.asgi",)
+
+
 def test_layers_import_downward_only() -> None:
     edges = graph()
+    for name in SHARED:
+        assert not {t for t in edges[name] if t.startswith(("protocol", "orchestrator"))}
     for name, targets in edges.items():
         if name.startswith("protocol"):
             assert all(t.startswith("protocol") for t in targets), (name, targets)
         if name.startswith("orchestrator.server"):
             # The server knows the protocol and itself, never the client's side.
-            outside = {t for t in targets if not t.startswith(("protocol", "orchestrator.server"))}
+            known = ("protocol", "orchestrator.server", *SHARED)
+            outside = {t for t in targets if not t.startswith(known)}
             assert not outside, (name, outside)
+        if name.startswith("orchestrator.ui"):
+            # The page sits on the client; it never needs the server's image stack.
+            assert not {t for t in targets if t.startswith("orchestrator.server")}, name
     # The pool and its connections meet only through the listener protocol.
     assert "orchestrator.pool" not in edges["orchestrator.connection"]
     assert "orchestrator.connection" not in edges["orchestrator.handle"]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from orchestrator import Orchestrator
@@ -159,3 +163,23 @@ async def test_the_page_streams_cards_shows_refusals_and_cancels_when_closed(
         assert orch.pool.in_flight == 0
         assert task_uuid and orch.stats.failed == 2  # the refusal, and the cancelled task
     print(f"screenshots: {tmp_path / 'ui-desktop.png'} {tmp_path / 'ui-phone.png'}")
+
+
+@pytest.mark.timeout(60)
+def test_orchestrator_ui_prints_its_url_serves_the_page_and_stops_on_sigint() -> None:
+    command = [sys.executable, "-m", "orchestrator.cli", "ui", "--port", "0", "--backend", "fixed"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            first = process.stdout.readline()
+            assert first.startswith("ui on http://127.0.0.1:"), first
+            url = first.split()[-1]
+            page = httpx.get(url, timeout=10)
+            assert page.status_code == 200 and '<script type="module"' in page.text
+            script = httpx.get(url + "static/app.js", timeout=10)
+            assert script.status_code == 200 and "new WebSocket" in script.text
+            process.send_signal(signal.SIGINT)
+            rest = process.stdout.read()
+            assert process.wait(timeout=30) == 0 and "stopped" in rest
+        finally:
+            process.kill()
