@@ -14,10 +14,8 @@ Subcommands:
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,11 @@ import orjson
 from protocol import RemoteProtocolError, decode, decode_from_client, decode_from_server
 from protocol.dialects import DEFAULT_DIALECT, DIALECTS
 from protocol.tables import size_id_for
-from protocol.vocabularies import VOCABULARIES
 
 from . import __version__
 from .client import Orchestrator
-from .config import Config
-from .errors import OrchestratorError, UsageError
+from .errors import OrchestratorError
+from .options import add_dialect, choice, dialect_config, endpoint_has_key
 from .results import GeneratedImage, TaskResult
 from .serving import add_embedded, embedded_settings
 from .specs import TextToImage
@@ -119,189 +116,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run(commands: Any) -> None:
-    run = _command(commands, "run", "generate a dataset from a prompt file, resumably")
-    run.add_argument("input", type=Path, help="JSON lines, CSV with a header, or text lines")
-    run.add_argument("--out", type=Path, required=True, help="the dataset's directory")
-    run.add_argument(
-        "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
-    )
-    run.add_argument("--api-key", help="the key for --endpoint")
-    _add_dialect(run)
-    run.add_argument("--concurrency", type=int, default=256, help="rows in flight at most")
-    run.add_argument(
-        "--upload",
-        action="append",
-        default=[],
-        metavar="TEMPLATE",
-        help="a sink for every image too (repeatable); placeholders as for generate, and "
-        "{line} {key} and the rows' metadata",
-    )
-    run.add_argument("--budget", type=float, help="stop sending once this cost would be passed")
-    run.add_argument(
-        "--retry-failed", action="store_true", help="send the rows that failed before again"
-    )
-    run.add_argument("--attempts", type=int, default=3, help="tries per row on network errors")
-    run.add_argument("--format", choices=("jsonl", "csv", "text"), help="default: by suffix")
-    run.add_argument(
-        "--vocabulary",
-        choices=tuple(VOCABULARIES),
-        help="rows are requests of that seed API, in its own names (README: the five APIs)",
-    )
-    defaults = run.add_argument_group("row defaults (a row's own value wins)")
-    defaults.add_argument("--task-type", help="text_to_image (default), upscale, ...")
-    defaults.add_argument("--model", help="a model id, name or AIR id")
-    defaults.add_argument("--size", "--size-id", type=_choice, help="a sizeId or WIDTHxHEIGHT")
-    defaults.add_argument("-n", "--number-results", type=int, help="images per row")
-    defaults.add_argument("--steps", type=int, help="inference steps")
-    defaults.add_argument("--guidance", type=float, help="gScale")
-    defaults.add_argument("--scheduler", type=_choice, help="a scheduler id or name")
-    defaults.add_argument("--style", type=_choice, help="a style id or name")
-    defaults.add_argument("--negative-prompt", help="what to keep out of every image")
-    defaults.add_argument("--seed", type=int, help="the same seed for every row")
-    defaults.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="any other field (VALUE read as JSON, else as text; repeatable)",
-    )
-    add_embedded(run)
-    run.add_argument(
-        "--progress",
-        choices=("auto", "rich", "plain", "none"),
-        default="auto",
-        help="auto: a live bar on a terminal, else plain lines (on stderr)",
-    )
-    run.add_argument(
-        "--progress-interval", type=float, default=2.0, help="seconds between plain lines"
-    )
-    run.set_defaults(run=_run)
-
-
-_DEFAULT_FLAGS = (
-    *("task_type", "model", "size", "number_results", "steps", "guidance", "scheduler"),
-    *("style", "negative_prompt", "seed"),
-)
-
-
-def _row_defaults(args: argparse.Namespace) -> dict[str, Any]:
-    from .bulk.rows import is_field
-
-    defaults = {name: getattr(args, name) for name in _DEFAULT_FLAGS}
-    for pair in args.set:
-        name, equals, text = pair.partition("=")
-        if not equals or not is_field(name):
-            raise UsageError(f"--set {pair!r}: must be FIELD=VALUE with a task field")
-        try:
-            defaults[name] = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            defaults[name] = text
-    return {name: value for name, value in defaults.items() if value is not None}
-
-
-def _add_dialect(command: argparse.ArgumentParser) -> None:
-    command.add_argument(
-        "--dialect",
-        choices=sorted(DIALECTS),
-        default=DEFAULT_DIALECT,
-        help="what the endpoints speak: the seed's frames (legacy) or the current Runware "
-        "dialect (runware, the service today)",
-    )
-
-
-def _config(args: argparse.Namespace) -> Config | None:
-    return None if args.dialect == DEFAULT_DIALECT else Config(dialect=args.dialect)
-
-
-def _endpoint_has_key(args: argparse.Namespace) -> bool:
-    if args.endpoint and not args.api_key:
-        print("error: --api-key is required with --endpoint", file=sys.stderr)
-        return False
-    return True
-
-
-def _run(args: argparse.Namespace) -> int:
-    from .bulk import BulkRun, InputChanged
-
-    if not _endpoint_has_key(args):
-        return 2
-    try:
-        embedded = embedded_settings(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        bulk = BulkRun(
-            args.input,
-            args.out,
-            endpoints=args.endpoint or None,
-            api_key=args.api_key,
-            config=_config(args),
-            embedded=embedded,
-            defaults=_row_defaults(args),
-            upload=args.upload,
-            concurrency=args.concurrency,
-            budget=args.budget,
-            retry_failed=args.retry_failed,
-            attempts=args.attempts,
-            fmt=args.format,
-            vocabulary=args.vocabulary,
-            on_problem=lambda text: print(text, file=sys.stderr, flush=True),
-        )
-        return anyio.run(_run_async, bulk, args)
-    except InputChanged as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-async def _run_async(bulk: Any, args: argparse.Namespace) -> int:
-    from .bulk import InputChanged
-    from .bulk.progress import print_summary, report
-
-    done: list[Any] = []
-    refused: list[InputChanged] = []
-    interrupted = False
-
-    async def run_it(scope: anyio.CancelScope) -> None:
-        try:
-            done.append(await bulk.run())
-        except InputChanged as exc:  # raised as itself, not inside the task group's group
-            refused.append(exc)
-        scope.cancel()
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run_it, tg.cancel_scope)
-            tg.start_soon(
-                partial(report, bulk.counts, args.progress, interval=args.progress_interval)
-            )
-            async for signum in signals:  # the first: finish what is in flight; the second: go
-                if interrupted:
-                    print("abandoning the rows in flight", file=sys.stderr, flush=True)
-                    tg.cancel_scope.cancel()
-                    break
-                interrupted = True
-                name = signal.Signals(signum).name
-                print(
-                    f"{name}: finishing the rows in flight (again to abandon them)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                bulk.stop()
-    if refused:
-        raise refused[0]
-    if not done:
-        return 130
-    summary = done[0]
-    print_summary(
-        summary, rich=args.progress == "rich" or (args.progress == "auto" and sys.stdout.isatty())
-    )
-    if interrupted:
-        return 130
-    return 0 if summary.ok else 1
-
-
 def _add_generate(commands: Any) -> None:
     generate = _command(commands, "generate", "generate images and deliver them")
     generate.add_argument("prompt", help="what to draw")
@@ -324,11 +138,11 @@ def _add_generate(commands: Any) -> None:
         "--endpoint", action="append", default=[], help="ws:// URL (repeatable; default: embedded)"
     )
     generate.add_argument("--api-key", help="the key for --endpoint")
-    _add_dialect(generate)
+    add_dialect(generate)
     generate.add_argument("--negative", help="negative prompt")
     generate.add_argument(
         "--size",
-        type=_choice,
+        type=choice,
         help="a sizeId or WIDTHxHEIGHT (a size outside protocol.tables.SIZES is sent as "
         "width and height)",
     )
@@ -340,13 +154,8 @@ def _add_generate(commands: Any) -> None:
     generate.set_defaults(run=_generate)
 
 
-def _choice(value: str) -> int | str:
-    # A table choice: its id (a number) or its name, as the specs take them.
-    return int(value) if value.isdigit() else value
-
-
 def _generate(args: argparse.Namespace) -> int:
-    if not _endpoint_has_key(args):
+    if not endpoint_has_key(args):
         return 2
     try:
         embedded = embedded_settings(args)
@@ -360,7 +169,7 @@ def _generate(args: argparse.Namespace) -> int:
         orch = Orchestrator(
             args.endpoint or None,
             api_key=args.api_key,
-            config=_config(args),
+            config=dialect_config(args),
             deliver_to=sinks,
             embedded=embedded,
         )
@@ -435,6 +244,12 @@ def _image_line(prompt: str, image: GeneratedImage) -> dict[str, Any]:
         "stored": stored,
     }
     return line | ({"failed": failed} if failed else {})
+
+
+def _add_run(commands: Any) -> None:
+    from .bulk.command import add_run
+
+    add_run(_command(commands, "run", "generate a dataset from a prompt file, resumably"))
 
 
 def _add_serve(commands: Any) -> None:

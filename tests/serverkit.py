@@ -181,6 +181,8 @@ class ServerProcess:
         assert first.startswith("listening on ws://127.0.0.1:"), first
         self.url = first.split()[-1]
         self.port = int(self.url.rsplit(":", 1)[1])
+        second = self.process.stdout.readline()  # the seed HTTP APIs' port (no key line: given)
+        self.http_url = second.split()[-1] if second.startswith("http on ") else None
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -4,6 +4,7 @@ show concurrency."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -60,6 +61,13 @@ class HttpStore:
                 self.in_flight -= 1
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client that went away mid-request (a killed process) is not the store's error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
 def http_store(**settings: object) -> Iterator[HttpStore]:
     """Run an :class:`HttpStore` on 127.0.0.1, port 0, for the block."""
@@ -90,7 +98,7 @@ def http_store(**settings: object) -> Iterator[HttpStore]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     store.url = f"http://127.0.0.1:{server.server_port}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -14,8 +14,8 @@ import fcntl
 import hashlib
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, Final
@@ -105,15 +105,22 @@ async def check_unchanged(
     )
 
 
-def sweep_temporary(directory: Path) -> int:
+def sweep_temporary(directory: Path, lines: Callable[[int], bool] | None = None) -> int:
     """Remove the temporary files a killed run left half-written (``.NAME.HEX.tmp``, as
-    delivery writes them); return how many (blocking: run it in a thread)."""
+    delivery writes them), only those of rows whose line ``lines`` holds when given (the
+    files are named by line: another shard's writes go on); return how many (blocking: run
+    it in a thread)."""
     removed = 0
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
-                os.unlink(entry.path)
-                removed += 1
+            name = entry.name
+            if not (name.startswith(".") and name.endswith(".tmp") and entry.is_file()):
+                continue
+            line = name[1:].partition("_")[0]
+            if lines is not None and not (line.isdigit() and lines(int(line))):
+                continue
+            os.unlink(entry.path)
+            removed += 1
     return removed
 
 
@@ -125,13 +132,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def exclusive(out: Path) -> Iterator[None]:
-    """Hold the dataset directory ``out`` for one run: a second is refused (it would send
-    the same rows twice). The lock is the kernel's, so a run killed with -9 leaves none."""
+@asynccontextmanager
+async def exclusive(out: Path, wait: float = 0.0) -> AsyncIterator[None]:
+    """Hold the directory ``out`` for one run: a second is refused (it would send the same
+    rows twice), after waiting up to ``wait`` seconds for the first to let go (a shard's
+    new worker, while its killed one's process goes). The lock is the kernel's, so a run
+    killed with -9 leaves none."""
     with (out / ".lock").open("a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError(f"another run is using {out}: wait for it, or stop it") from None
+        deadline = anyio.current_time() + wait
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if anyio.current_time() >= deadline:
+                    busy = f"another run is using {out}: wait for it, or stop it"
+                    raise UsageError(busy) from None
+            await anyio.sleep(0.1)
         yield

@@ -56,9 +56,12 @@ __all__ = [
     "BadRow",
     "Format",
     "Normalizer",
+    "WHOLE",
     "Row",
+    "Span",
     "bad_row",
     "count_rows",
+    "csv_records",
     "detect_format",
     "is_field",
     "normalize",
@@ -179,6 +182,24 @@ class BadRow:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A part of the input: the rows from line ``first`` to before line ``stop`` (None: to
+    the end, so rows added later fall in it), the first of which starts at byte ``offset``
+    (JSON lines and text seek there; CSV, whose records may span lines, reads from the top)."""
+
+    first: int = 1
+    stop: int | None = None
+    offset: int = 0
+
+    def holds(self, line: int) -> bool:
+        """Whether the row of ``line`` is in the span."""
+        return line >= self.first and (self.stop is None or line < self.stop)
+
+
+WHOLE: Final = Span()
+
+
 def detect_format(path: Path) -> Format:
     """The input's format from its suffix: JSON lines, CSV, else plain text."""
     suffix = path.suffix.lower()
@@ -196,16 +217,20 @@ class Normalizer(Protocol):
 
 
 def read(
-    path: Path, fmt: Format, defaults: Mapping[str, Any], row: Normalizer | None = None
+    path: Path,
+    fmt: Format,
+    defaults: Mapping[str, Any],
+    row: Normalizer | None = None,
+    span: Span = WHOLE,
 ) -> Iterator[Row | BadRow]:
-    """Stream the rows of ``path`` (a file is never loaded whole), each read by ``row``
-    (default :func:`normalize`)."""
+    """Stream the rows of ``path`` in ``span`` (a file is never loaded whole), each read by
+    ``row`` (default :func:`normalize`)."""
     row = row or normalize
     with path.open("rb" if fmt != "csv" else "r", **_open_args(fmt)) as source:
         if fmt == "csv":
-            yield from _csv_rows(source, defaults, row)
+            yield from _csv_rows(source, defaults, row, span)
             return
-        for number, raw in enumerate(source, start=1):
+        for number, raw in _lines(source, span):
             text = raw.strip()
             if not text:
                 continue
@@ -220,14 +245,34 @@ def _open_args(fmt: Format) -> dict[str, Any]:
     return {"newline": "", "encoding": "utf-8-sig"} if fmt == "csv" else {}
 
 
-def count_rows(path: Path, fmt: Format) -> int:
-    """How many rows ``path`` holds (for progress): a streamed pass, no parsing but CSV's."""
+def _lines(source: IO[bytes], span: Span) -> Iterator[tuple[int, bytes]]:
+    # The numbered lines of ``span``, from its offset.
+    source.seek(span.offset)
+    for number, raw in enumerate(source, start=span.first):
+        if span.stop is not None and number >= span.stop:
+            return
+        yield number, raw
+
+
+def count_rows(path: Path, fmt: Format, span: Span = WHOLE) -> int:
+    """How many rows ``path`` holds in ``span`` (for progress): a streamed pass, no parsing
+    but CSV's."""
     if fmt == "csv":
-        with path.open("r", **_open_args(fmt)) as source:
-            records = sum(1 for record in csv.reader(source) if any(v.strip() for v in record))
-            return max(records - 1, 0)  # less the header
+        return sum(1 for _ in csv_records(path, span))
     with path.open("rb") as source:
-        return sum(1 for raw in source if raw.strip())
+        return sum(1 for _, raw in _lines(source, span) if raw.strip())
+
+
+def csv_records(path: Path, span: Span = WHOLE) -> Iterator[int]:
+    """The line numbers of the CSV rows in ``span`` (as :func:`read` numbers them)."""
+    with path.open("r", **_open_args("csv")) as source:
+        reader = csv.reader(source)
+        next(reader, None)  # the header
+        for record in reader:
+            if span.stop is not None and reader.line_num >= span.stop:
+                return
+            if any(v.strip() for v in record) and span.holds(reader.line_num):
+                yield reader.line_num
 
 
 def _jsonl_row(
@@ -253,11 +298,15 @@ def _text_row(
 
 
 def _csv_rows(
-    source: IO[str], defaults: Mapping[str, Any], row: Normalizer
+    source: IO[str], defaults: Mapping[str, Any], row: Normalizer, span: Span
 ) -> Iterator[Row | BadRow]:
     reader = csv.DictReader(source)
     for record in reader:
         number = reader.line_num
+        if not span.holds(number):
+            if span.stop is not None and number >= span.stop:
+                return
+            continue
         if None in record:  # more cells than the header has columns
             extra = orjson.dumps(record.pop(None)).decode()
             yield bad_row(number, extra, f"more cells than the header's {len(record)} columns")

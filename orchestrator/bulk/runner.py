@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -60,62 +60,21 @@ from ..errors import (
     UsageError,
 )
 from ..handle import TaskHandle
-from ..results import RunProgress
 from ..vocabularies import steps
 from . import ledger as records
+from .counts import Counts, Summary
 from .foreign import normalizer
 from .ledger import Ledger, LedgerRow
 from .manifest import outputs, rebuild
 from .resume import InputChanged, check_unchanged, exclusive, fingerprint, sweep_temporary, walk
-from .rows import BadRow, Format, Row, count_rows, detect_format, one_line, read
+from .rows import WHOLE, BadRow, Format, Row, count_rows, detect_format, one_line, read
+from .shards import PLAN, Shard, shard_dir
 
 __all__ = ["BulkRun", "Counts", "Summary"]
 
 LEDGER: Final = "ledger.sqlite"
 IMAGES: Final = "images/{line:07d}_{index}.{ext}"
 _MAX_PENDING_OPS: Final = 8192  # ledger writes waiting before submitting waits for them
-
-
-@dataclass(slots=True)
-class Counts:
-    """A run's live figures (progress reads them)."""
-
-    total: int | None = None
-    done: int = 0  # rows done, over every run of the directory
-    done_before: int = 0  # of which, done by an earlier run
-    failed: int = 0
-    invalid: int = 0
-    in_flight: int = 0
-    retried: int = 0
-    images: int = 0  # made by this run
-    cost: float = 0.0  # spent, over every run
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def finished(self) -> int:
-        """Rows that need nothing more (done, failed or invalid)."""
-        return self.done + self.failed + self.invalid
-
-    def progress(self) -> RunProgress:
-        """Where the run stands, as ``map`` says it (invalid rows count as failed)."""
-        return RunProgress(self.done, self.failed + self.invalid, self.in_flight, self.total)
-
-
-@dataclass(slots=True)
-class Summary:
-    """How a run ended."""
-
-    counts: Counts
-    out: Path
-    manifest_lines: int
-    stopped: str | None  # "budget", "stopped" or None when every row was tried
-    problems: list[tuple[int, str, str]]  # the first failed or invalid rows: line, status, why
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        """No row failed or was invalid."""
-        return not (self.counts.failed or self.counts.invalid)
 
 
 @dataclass(slots=True)
@@ -148,6 +107,8 @@ class BulkRun:
         attempts: tries per row for failures of the network or of time.
         fmt: the input's format, when its suffix does not say it.
         on_problem: called with a line for each bad or failed row, as it happens.
+        shard: run only this shard of a sharded dataset (:mod:`.shards`): its rows, its
+            ledger and manifest under ``shards/NNNNN/``, the dataset's ``images/``.
     """
 
     def __init__(
@@ -169,6 +130,7 @@ class BulkRun:
         fmt: Format | None = None,
         on_problem: Callable[[str], None] | None = None,
         vocabulary: str | None = None,
+        shard: Shard | None = None,
     ) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency = {concurrency}: must be at least 1")
@@ -191,14 +153,22 @@ class BulkRun:
         self._own = None
         if orchestrator is None:
             self._own = Orchestrator(endpoints, api_key=api_key, config=config, embedded=embedded)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.shard = shard
+        self._span = WHOLE if shard is None else shard.span
+        # Where the ledger and the manifest are: the dataset's directory, or its shard's.
+        self.state = self.out if shard is None else shard_dir(self.out, shard.index)
+        if shard is None and (self.out / PLAN).exists():
+            raise UsageError(f"{self.out} is a sharded dataset: run it again as it was (--ray)")
+        if shard is not None and (self.out / LEDGER).exists():
+            raise UsageError(f"{self.out} was made by a run on one machine: rerun it so")
+        self.state.mkdir(parents=True, exist_ok=True)
         self._files = DirectorySink(self.out / IMAGES)  # checked (and made) now
         self._sinks: tuple[Sink, ...] = (self._files, *(sink(s) for s in upload))
         self.concurrency, self.budget = concurrency, budget
         self.retry_failed, self.attempts = retry_failed, attempts
         self.on_problem = on_problem or (lambda line: None)
         self.counts = Counts()
-        self.ledger = Ledger(self.out / LEDGER)
+        self.ledger = Ledger(self.state / LEDGER)
         self._stopping = False
         self._stopped: str | None = None
         self._live: dict[TaskHandle, _Live] = {}
@@ -208,6 +178,7 @@ class BulkRun:
         self._ops: list[records.Op] = []
         self._ops_ready = anyio.Event()
         self._flushed = anyio.Event()
+        self._applying = anyio.Lock()
         self._price: float | None = None  # the highest cost of one image seen
         self._preparing = 0  # rows taking their steps before their task
         self._steps: anyio.abc.TaskGroup
@@ -223,7 +194,7 @@ class BulkRun:
 
     async def run(self) -> Summary:
         """Run every row that is not done; return the summary (see the module docstring)."""
-        with exclusive(self.out):
+        async with exclusive(self.state, wait=0.0 if self.shard is None else 30.0):
             return await self._run()
 
     async def _run(self) -> Summary:
@@ -259,7 +230,7 @@ class BulkRun:
 
     async def _finish(self) -> Summary:
         problems = await self.ledger.problems(20)
-        lines = await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.out))
+        lines = await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.state))
         await self.ledger.set_meta({"clean": "1"})
         seconds = time.monotonic() - self.counts.started
         return Summary(self.counts, self.out, lines, self._stopped, problems, seconds)
@@ -273,16 +244,18 @@ class BulkRun:
             # Refused unless rows were only added at the end.
             await check_unchanged(self._walk(), self.ledger, self.source, self.out)
         if meta.get("clean") == "0":  # the last run did not end: clear up after it
-            await anyio.to_thread.run_sync(sweep_temporary, self._files.root)
-            await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.out))
+            mine = None if self.shard is None else self._span.holds
+            await anyio.to_thread.run_sync(sweep_temporary, self._files.root, mine)
+            await self.ledger.in_thread(lambda: rebuild(self.ledger.done_rows(), self.state))
         await self.ledger.set_meta(facts | {"source": str(self.source), "clean": "0"})
 
     def _walk(self) -> AsyncIterator[tuple[Row | BadRow, LedgerRow | None]]:
-        return walk(read(self.source, self.fmt, self.defaults, self._normalize), self.ledger)
+        rows = read(self.source, self.fmt, self.defaults, self._normalize, self._span)
+        return walk(rows, self.ledger)
 
     async def _prepare_counts(self) -> None:
         counts = self.counts
-        counts.total = await anyio.to_thread.run_sync(count_rows, self.source, self.fmt)
+        counts.total = await anyio.to_thread.run_sync(count_rows, self.source, self.fmt, self._span)
         totals = await self.ledger.totals()
         counts.done = counts.done_before = totals.get("done", (0, 0.0))[0]
         counts.cost = sum(cost for _, cost in totals.values())
@@ -488,11 +461,22 @@ class BulkRun:
         while True:
             await self._ops_ready.wait()
             self._ops_ready = anyio.Event()
-            if self._ops:
-                await self.ledger.apply(self._take_ops())
+            await self._apply()
             self._flushed.set()
             self._flushed = anyio.Event()
 
+    async def _apply(self) -> None:
+        # The lock makes the last flush wait for one in progress; ops a cancelled apply
+        # never wrote (it waited for the ledger's thread) go back, for the last flush.
+        async with self._applying:
+            ops = self._take_ops()
+            if not ops:
+                return
+            try:
+                await self.ledger.apply(ops)
+            except BaseException:
+                self._ops[:0] = ops
+                raise
+
     async def _flush_all(self) -> None:
-        if self._ops:
-            await self.ledger.apply(self._take_ops())
+        await self._apply()
