@@ -252,6 +252,7 @@ class RayRun:
         self.interval, self.max_deaths = interval, max_deaths
         self.counts = Counts()
         self._slots: list[_Slot] = []
+        self._actors: list[Any] = []  # every actor started, dead ones too
         self._stopping = False
 
     @property
@@ -328,7 +329,8 @@ class RayRun:
             result = ray.get(slot.ref)
         except ray.exceptions.RayActorError:
             slot.deaths += 1
-            slot.figures["in_flight"] = 0
+            if slot.figures:  # what it had in flight goes out again from its successor
+                slot.figures["in_flight"] = 0
             if slot.deaths >= self.max_deaths:
                 raise ShardLost(
                     f"shard {slot.shard.index} (from line {slot.shard.span.first}): its "
@@ -384,20 +386,21 @@ class RayRun:
 
     def _actor(self) -> Any:
         ray = self._ray
-        remote = ray.remote(ShardWorker).options(**self._options)
-        return remote.remote(self._client)
+        actor = ray.remote(ShardWorker).options(**self._options).remote(self._client)
+        self._actors.append(actor)
+        return actor
 
     async def _release(self, *, gracefully: bool) -> None:
         # Close every actor's orchestrator, then the actors. Abandoned (cancelled, or a
         # shard's error), they are killed: their rows in flight stay ``submitted``.
         ray = self._ray
-        actors = {id(s.actor): s.actor for s in self._slots if s.actor is not None}
-        closing = [actor.close.remote() for actor in actors.values()] if gracefully else []
+        actors, self._actors = self._actors, []
+        closing = [actor.close.remote() for actor in actors] if gracefully else []
         if closing:
             await anyio.to_thread.run_sync(
                 lambda: ray.wait(closing, num_returns=len(closing), timeout=10)
             )
-        for actor in actors.values():
+        for actor in actors:
             ray.kill(actor)
 
     def _summary(self, lines: int) -> Summary:

@@ -19,7 +19,7 @@ import orjson
 
 from ..results import TaskResult
 
-__all__ = ["MANIFEST", "outputs", "rebuild"]
+__all__ = ["MANIFEST", "outputs", "rebuild", "write"]
 
 MANIFEST = "manifest.jsonl"
 
@@ -69,11 +69,17 @@ def lines(rows: Iterable[tuple[Any, ...]]) -> Iterable[bytes]:
 def rebuild(rows: Iterable[tuple[Any, ...]], out: Path) -> int:
     """Write ``out/manifest.jsonl`` from the done rows (blocking: run it in a thread);
     return the number of lines."""
+    return write(out, lines(rows))
+
+
+def write(out: Path, texts: Iterable[bytes]) -> int:
+    """Write ``out/manifest.jsonl`` of ``texts`` (whole lines), replacing the old one only
+    once complete and on disk (blocking); return the number of lines."""
     target = out / MANIFEST
     temporary = out / f".{MANIFEST}.tmp"
     count = 0
     with temporary.open("wb") as file:
-        for text in lines(rows):
+        for text in texts:
             file.write(text)
             count += 1
         file.flush()

@@ -25,7 +25,7 @@ from typing import Final
 import orjson
 
 from ..errors import UsageError
-from .manifest import MANIFEST
+from .manifest import MANIFEST, write
 from .resume import InputChanged
 from .rows import Format, Span, count_rows, csv_records
 
@@ -143,20 +143,14 @@ def _digest(source: Path, size: int) -> str:
 
 
 def join_manifests(out: Path, shards: list[Shard]) -> int:
-    """Write ``out/manifest.jsonl`` from the shards' manifests, in order, replacing the old
-    one once complete and on disk; return its lines (blocking: run it in a thread)."""
-    target, temporary = out / MANIFEST, out / f".{MANIFEST}.tmp"
-    lines = 0
-    with temporary.open("wb") as file:
-        for shard in shards:
-            part = shard_dir(out, shard.index) / MANIFEST
-            if not part.exists():  # a shard no run has reached yet
-                continue
+    """Write ``out/manifest.jsonl`` from the shards' manifests, in order (as
+    :func:`.manifest.write` does); return its lines (blocking: run it in a thread)."""
+    return write(out, _shard_lines(out, shards))
+
+
+def _shard_lines(out: Path, shards: list[Shard]) -> Iterator[bytes]:
+    for shard in shards:
+        part = shard_dir(out, shard.index) / MANIFEST
+        if part.exists():  # else no run has reached the shard yet
             with part.open("rb") as source:
-                for text in source:
-                    file.write(text)
-                    lines += 1
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, target)
-    return lines
+                yield from source
